@@ -127,6 +127,7 @@ class TokenizerConfig:
     separate_first_frame_encoding: bool = False
     antialias: bool = False  # binomial blur around down/upsampling
     time_downsample_left_pad: int = 1  # see magtok.layers.resample.TimeDownsample2x
+    prequant_norm: str = "layernorm"  # norm right before the quantizer: "layernorm", "groupnorm" (no affine), "none"
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     frames: int = 17
     image_size: tuple = (128, 128)

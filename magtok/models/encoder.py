@@ -16,6 +16,17 @@ def cond_stem(dim_cond: int | None, expansion: float) -> nn.Module | None:
     return nn.Sequential(nn.Linear(dim_cond, int(dim_cond * expansion)), nn.SiLU())
 
 
+def prequant_norm(kind: str, dim: int) -> nn.Module:
+    """The normalisation right before the quantizer."""
+    if kind == "layernorm":
+        return ChannelLayerNorm(dim)
+    if kind == "groupnorm":
+        return nn.GroupNorm(1, dim, affine=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"prequant_norm {kind!r} is not supported; use 'layernorm', 'groupnorm' or 'none'")
+
+
 class Encoder(nn.Module):
     """(B, C, T, H, W) in [-1, 1] -> latents (B, D, T', H', W').
 
@@ -32,7 +43,7 @@ class Encoder(nn.Module):
                                     if cfg.separate_first_frame_encoding else None)
         self.cond_in = cond_stem(cfg.dim_cond, cfg.dim_cond_expansion_factor)
         self.blocks = nn.ModuleList(blocks)
-        self.norm_out = ChannelLayerNorm(dim_out)
+        self.norm_out = prequant_norm(cfg.prequant_norm, dim_out)
 
     def forward(self, video: torch.Tensor, cond: torch.Tensor | None = None,
                 first_frame: bool = True) -> torch.Tensor:

@@ -64,7 +64,7 @@ m = import_peer()
 import magvit2_pytorch.trainer, magvit2_pytorch.version as v
 assert v.__version__ == '0.5.1', v.__version__
 assert m.__file__.startswith(sys.argv[1]), m.__file__
-" "$(cd "$1" && pwd)"
+" "$(cd "$1" && pwd -P)"
 }
 
 if [ -f "$TARGET/$STAMP_NAME" ] && [ "$(cat "$TARGET/$STAMP_NAME")" = "$WANT" ] && check_import "$TARGET" 2>/dev/null; then

@@ -124,6 +124,19 @@ def test_peer_imports(m2p):
             vgg16(weights=VGG16_Weights.DEFAULT)
         with pytest.raises(RuntimeError, match="perceptual_loss_weight=0"):
             build_peer_tokenizer(image_size=8, layers=("residual",), codebook_size=16, perceptual_loss_weight=0.1)
+        # the two working transforms (used by the peer trainer for its GIF samples)
+        from torchvision.transforms import Resize, ToPILImage, ToTensor
+
+        x = torch.rand(3, 6, 5)
+        img = ToPILImage()(x)
+        assert img.size == (5, 6) and img.mode == "RGB"
+        assert torch.allclose(ToTensor()(img), x, atol=1 / 255)
+        with pytest.raises(RuntimeError, match="magtok stub"):
+            Resize(8)(img)
+        import cv2
+
+        with pytest.raises(RuntimeError, match="magtok stub"):
+            cv2.VideoCapture("x.mp4")
 
 
 @_apply
@@ -220,3 +233,36 @@ def test_patch_needs_compress_time(m2p):
     tok = build_peer_tokenizer(image_size=8, init_dim=8, layers=("residual",), codebook_size=16)
     with pytest.raises(ValueError, match="compress_time"):
         patch_peer_time_padding(tok)
+
+
+@_apply
+@pytest.mark.slow
+def test_peer_trainer_runs_on_cpu(m2p, tmp_path):
+    """The peer's VideoTokenizerTrainer (accelerate, ema-pytorch, pytorch-warmup) trains two
+    steps on CPU from an in-memory dataset, including its step-0 validation GIF."""
+    from torch.utils.data import Dataset
+
+    class Videos(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.rand(3, 5, 16, 16, generator=torch.Generator().manual_seed(i))
+
+    torch.manual_seed(0)
+    tok = build_peer_tokenizer(image_size=16, init_dim=8, layers=("residual", "compress_time"), codebook_size=2**4)
+    trainer = m2p.VideoTokenizerTrainer(
+        tok,
+        dataset=Videos(),
+        batch_size=2,
+        num_train_steps=2,
+        valid_frac=0.25,
+        num_frames=5,
+        warmup_steps=1,
+        validate_every_step=1000,
+        checkpoint_every_step=1000,
+        checkpoints_folder=str(tmp_path / "checkpoints"),
+        results_folder=str(tmp_path / "results"),
+    )
+    trainer.train()
+    assert (tmp_path / "results" / "sampled.0.gif").is_file()

@@ -257,6 +257,21 @@ class VideoTokenizer(nn.Module):
             return torch.cat([self.decode(codes[:, s:s + chunk_latent_frames], cond)
                               for s in range(0, codes.shape[1], chunk_latent_frames)], dim=2)
 
+    # ------------------------------------------------------------------ tiling
+    def encode_tiled(self, video: torch.Tensor, tile=256, overlap: int = 32, cond=None,
+                     video_contains_first_frame: bool = True) -> torch.Tensor:
+        """Codes computed on overlapping spatial tiles (see :mod:`magtok.models.tiling`)."""
+        from magtok.models.tiling import encode_tiled
+
+        return encode_tiled(self, video, tile, overlap, cond, video_contains_first_frame)
+
+    def decode_tiled(self, codes: torch.Tensor, tile=256, overlap: int = 32, cond=None,
+                     video_contains_first_frame: bool = True) -> torch.Tensor:
+        """Video decoded on overlapping spatial tiles (see :mod:`magtok.models.tiling`)."""
+        from magtok.models.tiling import decode_tiled
+
+        return decode_tiled(self, codes, tile, overlap, cond, video_contains_first_frame)
+
     # ------------------------------------------------------------------ identity, save / load
     @property
     def device(self) -> torch.device:

@@ -8,8 +8,11 @@ The peer imports ``torchvision`` and ``cv2`` at import time although the tokeniz
 them for the VGG perceptual loss (``torchvision.models.vgg16``) and for the video file helpers
 of its data/trainer modules. Neither is installed here (the PyPI torchvision does not import
 beside the CPU torch build), so :func:`import_peer` registers small stub modules for them,
-but only when the real ones are not importable. Every stubbed callable raises a clear
-``RuntimeError`` when it is actually used.
+but only when the real ones are not importable. ``torchvision.models.VGG16_Weights`` is an
+enum with ``DEFAULT``; ``torchvision.transforms.ToPILImage`` / ``ToTensor`` are small working
+versions (the peer trainer writes its validation samples as GIFs with them); every other
+stubbed callable (``vgg16``, ``cv2.VideoCapture``, ``transforms.Resize(...)`` when applied, ...)
+raises a clear ``RuntimeError`` when it is actually used.
 
 Usage::
 
@@ -134,6 +137,55 @@ class _StubModule(types.ModuleType):
         return _StubCallableFactory(f"{self.__name__}.{attr}", self._why, self._constructible)
 
 
+class _ToPILImage:
+    """Minimal ``torchvision.transforms.ToPILImage`` for (C, H, W) tensors with 1, 3 or 4
+    channels (floats in [0, 1] or uint8): enough for the peer trainer's validation GIFs.
+    Floats are clamped to [0, 1] before the conversion to bytes (torchvision does not clamp)."""
+
+    _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+    def __init__(self, mode: str | None = None):
+        self.mode = mode
+
+    def __call__(self, pic):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        if pic.ndim == 2:
+            pic = pic.unsqueeze(0)
+        if pic.is_floating_point():
+            pic = pic.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
+        arr = pic.cpu().permute(1, 2, 0).numpy().astype(np.uint8)
+        mode = self.mode or self._MODES.get(arr.shape[-1])
+        if mode is None:
+            raise ValueError(f"ToPILImage (magtok stub): {arr.shape[-1]} channels are not supported")
+        if mode == "L":
+            arr = arr[..., 0]
+        return Image.fromarray(arr, mode=mode)
+
+    def __repr__(self) -> str:
+        return "ToPILImage(magtok stub)"
+
+
+class _ToTensor:
+    """Minimal ``torchvision.transforms.ToTensor``: PIL image / HxWxC uint8 array -> float
+    (C, H, W) tensor in [0, 1]."""
+
+    def __call__(self, pic):
+        import numpy as np
+        import torch
+
+        arr = np.array(pic, copy=True)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        return t.float().div(255) if t.dtype == torch.uint8 else t.float()
+
+    def __repr__(self) -> str:
+        return "ToTensor(magtok stub)"
+
+
 class VGG16_Weights(enum.Enum):
     """Stand-in for ``torchvision.models.VGG16_Weights`` (only used as a default argument)."""
 
@@ -154,6 +206,8 @@ def _make_torchvision_stub() -> dict[str, types.ModuleType]:
         "(pass perceptual_loss_weight=0 or an explicit vgg= module)",
     )
     transforms = _StubModule("torchvision.transforms", why, constructible=True)
+    transforms.ToPILImage = _ToPILImage  # working minimal versions: the trainer's GIF samples
+    transforms.ToTensor = _ToTensor
     utils = _StubModule("torchvision.utils", why)
     io = _StubModule("torchvision.io", why)
     tv.models, tv.transforms, tv.utils, tv.io = models, transforms, utils, io

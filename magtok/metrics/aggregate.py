@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
@@ -45,8 +44,11 @@ class ClipAverage:
 
 
 def dataset_mean(batches: Iterable[torch.Tensor]) -> float:
-    """Mean over all clips of the per-clip mean over frames, from per-frame values of several batches."""
+    """Mean over all clips of the per-clip mean over frames, from per-frame values of several batches.
+
+    Raises ValueError when there are no values.
+    """
     acc = ClipAverage()
     for b in batches:
         acc.update(b)
-    return acc.compute() if acc.count else math.nan
+    return acc.compute()

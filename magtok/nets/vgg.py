@@ -82,7 +82,7 @@ def load_vgg16(weight_path: str | os.PathLike | None = None, *, taps: Sequence[s
     """
     model = VGG16Features(taps)
     if weight_path is None:
-        sd = strip_prefix(load_converted("lpips_vgg16", cache_dir_=cache_dir, source_dir=source_dir), "net.")
+        sd = strip_prefix(load_converted("lpips_vgg16", cache_dir=cache_dir, source_dir=source_dir), "net.")
     else:
         sd = load_torchvision_vgg16(weight_path)
     model.load_state_dict(sd, strict=True)

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 __all__ = [
     "INSTALL_HINT",
     "WeightsNotFoundError",
-    "cache_dir",
+    "resolve_cache_dir",
     "find_source_file",
     "read_jax_pickle",
     "load_converted",
@@ -72,7 +72,7 @@ class WeightsNotFoundError(FileNotFoundError):
 # ----------------------------------------------------------------------------- locations
 
 
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
+def resolve_cache_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of converted safetensors files: ``path``, ``$MAGTOK_CACHE`` or ``~/.cache/magtok``."""
     if path is not None:
         return Path(path).expanduser()
@@ -285,7 +285,7 @@ def _read_cache(path: Path, name: str) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def load_converted(name: str, *, cache_dir_: str | os.PathLike | None = None,
+def load_converted(name: str, *, cache_dir: str | os.PathLike | None = None,
                    source_dir: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """The converted state dict ``name`` ('lpips_vgg16', 'lpips_alexnet', 'i3d_kinetics400').
 
@@ -295,7 +295,7 @@ def load_converted(name: str, *, cache_dir_: str | os.PathLike | None = None,
     """
     if name not in _SOURCES:
         raise ValueError(f"unknown weights {name!r}; known: {sorted(_SOURCES)}")
-    path = cache_dir(cache_dir_) / f"{name}.safetensors"
+    path = resolve_cache_dir(cache_dir) / f"{name}.safetensors"
     sd = _read_cache(path, name)
     if sd is not None:
         return sd

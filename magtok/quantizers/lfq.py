@@ -21,8 +21,8 @@ logit l_i = 4*tau*s*z_i. Hence:
   - ``"exact"``: the joint entropy over all 2^d codes, computed in chunks of codes with a
     hand-written backward that recomputes each chunk. Memory O(N * chunk + 2^d); time O(N 2^d d).
 
-Under torch.distributed the code distribution is averaged across processes before its entropy is
-taken. Everything runs in float32, even under autocast.
+Under torch.distributed (in training mode) the code distribution is averaged across processes
+before its entropy is taken. Everything runs in float32, even under autocast.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def group_sizes(bits: int, group_bits: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n)]
 
 
-def bit_group_codebook_entropy(logits: torch.Tensor, group_bits: int) -> torch.Tensor:
+def bit_group_codebook_entropy(logits: torch.Tensor, group_bits: int, sync: bool = True) -> torch.Tensor:
     """logits (N, C, d) per-bit logits -> (C,) sum over bit groups of the entropy of the
-    batch-averaged group code distribution."""
+    batch-averaged group code distribution (averaged across processes if ``sync``)."""
     logp1, logp0 = F.logsigmoid(logits), F.logsigmoid(-logits)
     total = logits.new_zeros(logits.shape[1])
     start = 0
@@ -72,7 +72,8 @@ def bit_group_codebook_entropy(logits: torch.Tensor, group_bits: int) -> torch.T
         table = _bits_table(0, 2**g, g, logits)  # (2^g, g)
         lp1, lp0 = logp1[..., start:start + g], logp0[..., start:start + g]
         log_probs = lp0.sum(-1, keepdim=True) + (lp1 - lp0) @ table.t()  # (N, C, 2^g)
-        avg = distributed_mean(log_probs.exp().mean(0))  # (C, 2^g)
+        avg = log_probs.exp().mean(0)  # (C, 2^g)
+        avg = distributed_mean(avg) if sync else avg
         total = total + _entropy(avg)
         start += g
     return total
@@ -82,7 +83,7 @@ class _ExactCodebookEntropy(torch.autograd.Function):
     """H(mean_n prod_i Bernoulli(sigmoid(l_ni))) over all 2^d codes, chunked over codes."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, chunk: int):  # logits (N, d)
+    def forward(ctx, logits: torch.Tensor, chunk: int, sync: bool):  # logits (N, d)
         n, d = logits.shape
         base = F.logsigmoid(-logits).sum(-1, keepdim=True)
         delta = F.logsigmoid(logits) - F.logsigmoid(-logits)
@@ -90,7 +91,7 @@ class _ExactCodebookEntropy(torch.autograd.Function):
         for s in range(0, 2**d, chunk):
             e = min(2**d, s + chunk)
             avg[s:e] = (base + delta @ _bits_table(s, e, d, logits).t()).exp().mean(0)
-        if distributed_world() > 1:
+        if sync and distributed_world() > 1:
             dist.all_reduce(avg)
             avg /= distributed_world()
         ctx.save_for_backward(logits, avg)
@@ -114,12 +115,12 @@ class _ExactCodebookEntropy(torch.autograd.Function):
             acc += weighted.sum(-1, keepdim=True)
         # d p(c|n) / d l_ni = p(c|n) (b_i(c) - sigmoid(l_ni))
         grad = (acc_bits - torch.sigmoid(logits) * acc) / n
-        return grad * grad_h, None
+        return grad * grad_h, None, None
 
 
-def exact_codebook_entropy(logits: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def exact_codebook_entropy(logits: torch.Tensor, chunk: int = 4096, sync: bool = True) -> torch.Tensor:
     """logits (N, C, d) -> (C,) exact codebook entropies, memory O(N * chunk)."""
-    return torch.stack([_ExactCodebookEntropy.apply(logits[:, c].contiguous(), chunk)
+    return torch.stack([_ExactCodebookEntropy.apply(logits[:, c].contiguous(), chunk, sync)
                         for c in range(logits.shape[1])])
 
 
@@ -184,10 +185,12 @@ class LFQ(Quantizer):
             if compute_loss:
                 logits = 4 * self.inv_temperature * s * x
                 per_sample = binary_entropy_from_logits(logits).sum(-1).mean()
+                # the code distribution is averaged across processes in training only (validation
+                # may run on one process)
                 if self.codebook_entropy == "exact":
-                    cb = exact_codebook_entropy(logits, self.entropy_chunk_codes).mean()
+                    cb = exact_codebook_entropy(logits, self.entropy_chunk_codes, self.training).mean()
                 else:
-                    cb = bit_group_codebook_entropy(logits, self.entropy_group_bits).mean()
+                    cb = bit_group_codebook_entropy(logits, self.entropy_group_bits, self.training).mean()
                 commit = F.mse_loss(x, q.detach())
                 aux = (self.entropy_loss_weight * (per_sample - self.diversity_gamma * cb)
                        + self.commitment_loss_weight * commit)

@@ -1,0 +1,189 @@
+"""LFQ auxiliary loss (entropy + commitment), forward + backward, magtok vs vector-quantize-pytorch.
+
+    python benchmarks/bench_lfq.py               # 2^10 .. 2^20 codes, writes BENCHMARKS.md "LFQ entropy loss"
+    python benchmarks/bench_lfq.py --quick       # smoke run: small sizes, 1 repeat, no BENCHMARKS.md
+    python benchmarks/bench_lfq.py --bits 10 18 --no-peer
+
+Input: z of shape (8, d, 1, 32, 32) = 8192 tokens of d = log2(codebook size) channels, requires_grad.
+Timed: the quantizer's forward in train mode and ``aux_loss.backward()``.
+
+* magtok ``LFQ(codebook_entropy="bit_groups")`` (default: exact per-sample entropy, codebook entropy
+  summed over bit groups of <= 10 bits), and ``"exact"`` (exact joint codebook entropy over all 2^d
+  codes in chunks of 4096 codes with a recomputing backward);
+* the peer: ``vector_quantize_pytorch.LFQ`` 1.32.0 as magvit2-pytorch 0.5.1 builds it (entropy weight
+  0.1, commitment weight 1.0, diversity gamma 2.5, soft clamp 10), which forms the tokens x 2^d
+  distance and probability matrices.
+
+Both get the peer tokenizer's loss weights (the weights do not change the cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, machine_info,  # noqa: E402
+                     ratio, run, save_json, short_error, tracked, utcnow, write_machine_section, write_section)
+
+LOSS_KWARGS = dict(entropy_loss_weight=0.1, commitment_loss_weight=1.0, diversity_gamma=2.5)
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def make_lfq_step(impl: str, bits: int, mode: str = "bit_groups", batch: int = 8, side: int = 32):
+    """Factory: build the quantizer and z; return forward + aux_loss.backward()."""
+    child_setup()
+    import torch
+
+    z = torch.randn(batch, bits, 1, side, side)  # (B, d, T, H, W): batch * side^2 tokens
+    if impl == "magtok":
+        from magtok.quantizers.lfq import LFQ
+
+        q = LFQ(bits, 2**bits, codebook_entropy=mode, **LOSS_KWARGS).train()
+
+        def step():
+            x = z.detach().requires_grad_()
+            out = q(x)
+            out.aux_loss.backward()
+            return {"aux_loss": float(out.aux_loss), "grad_norm": float(x.grad.norm())}
+    elif impl == "peer":
+        from magtok.testing.peer import import_peer
+
+        import_peer()
+        from vector_quantize_pytorch import LFQ as PeerLFQ
+
+        q = PeerLFQ(dim=bits, codebook_size=2**bits, num_codebooks=1, soft_clamp_input_value=10.0,
+                    spherical=False, **LOSS_KWARGS).train()
+
+        def step():
+            x = z.detach().requires_grad_()
+            out = q(x)
+            out.entropy_aux_loss.backward()
+            return {"aux_loss": float(out.entropy_aux_loss), "grad_norm": float(x.grad.norm())}
+    else:
+        raise ValueError(f"unknown impl {impl!r}")
+    return tracked(step)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def peer_needs_gib(bits: int, tokens: int) -> float:
+    """Rough resident memory the peer touches: ~6 tokens x 2^d float32 matrices."""
+    return 6 * tokens * 2**bits * 4 / 1024**3
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bits", type=int, nargs="+", default=[10, 14, 16, 18, 20], help="log2 codebook sizes")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs of magtok bit_groups (after 1 warmup)")
+    ap.add_argument("--exact-repeats", type=int, default=3)
+    ap.add_argument("--peer-repeats", type=int, default=3)
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-exact", action="store_true")
+    ap.add_argument("--peer-mem-gb", type=float, default=20.0, help="address-space limit of a peer child")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
+    ap.add_argument("--quick", action="store_true", help="2^10 and 2^14, 1 repeat, no BENCHMARKS.md update")
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md / results json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.bits = [b for b in args.bits if b <= 14] or [10]
+        args.repeats = args.exact_repeats = args.peer_repeats = 1
+        args.timeout = min(args.timeout, 120)
+    started, t0 = utcnow(), time.perf_counter()
+    tokens = 8 * 32 * 32
+    spec = f"{Path(__file__).resolve()}:make_lfq_step"
+    rows, raw = [], []
+    for bits in args.bits:
+        print(f"LFQ 2^{bits} codes, {tokens} tokens", flush=True)
+        r_bg = run(spec, dict(impl="magtok", bits=bits, mode="bit_groups"), repeats=args.repeats, warmup=1,
+                   mem_limit_gb=8, timeout_s=args.timeout, label="magtok bit_groups")
+        r_ex = None
+        if not args.no_exact:
+            r_ex = run(spec, dict(impl="magtok", bits=bits, mode="exact"), repeats=args.exact_repeats,
+                       warmup=1 if bits < 20 else 0, mem_limit_gb=8, timeout_s=args.timeout, label="magtok exact")
+        r_peer = None
+        if not args.no_peer:
+            need = peer_needs_gib(bits, tokens)
+            # a child that would touch more than its limit fails on allocation: no free memory needed
+            need_free = min(need, args.peer_mem_gb) + 1.5 if need > 2 else None
+            r_peer = run(spec, dict(impl="peer", bits=bits), repeats=args.peer_repeats, warmup=1,
+                         mem_limit_gb=args.peer_mem_gb, timeout_s=args.timeout, need_free_gb=need_free,
+                         label="peer (vector-quantize-pytorch)")
+        raw.append(dict(bits=bits, magtok_bit_groups=r_bg, magtok_exact=r_ex, peer=r_peer))
+        row = {
+            "codes": f"2^{bits}",
+            "bg_t": cell_time(r_bg), "bg_m": cell_mem(r_bg),
+            "ex_t": cell_time(r_ex) if r_ex else "not run", "ex_m": cell_mem(r_ex) if r_ex else "-",
+            "peer_t": cell_time(r_peer) if r_peer else "not run", "peer_m": cell_mem(r_peer) if r_peer else "-",
+        }
+        if r_peer and r_peer.get("ok") and r_bg.get("ok"):
+            row["rt"] = ratio(r_peer["median_s"], r_bg["median_s"])
+            row["rm"] = ratio(r_peer.get("work_mib"), r_bg.get("work_mib"))
+        else:
+            row["rt"] = row["rm"] = "-"
+        rows.append(row)
+
+    # target: magtok (default mode) at 2^18 costs <= 1.5x the time and memory of 2^10
+    by_bits = {d["bits"]: d["magtok_bit_groups"] for d in raw}
+    target = None
+    if 10 in by_bits and 18 in by_bits and by_bits[10].get("ok") and by_bits[18].get("ok"):
+        a, b = by_bits[10], by_bits[18]
+        tr = b["median_s"] / a["median_s"]
+        mr = b["work_mib"] / a["work_mib"] if a.get("work_mib") else None
+        target = dict(time_ratio=tr, mem_ratio=mr, ok=tr <= 1.5 and (mr is not None and mr <= 1.5))
+        print(f"target magtok 2^18 vs 2^10: time {tr:.2f}x, memory {mr:.2f}x (<= 1.5x each): "
+              f"{'MET' if target['ok'] else 'NOT MET'}", flush=True)
+    wall = time.perf_counter() - t0
+    command = "python benchmarks/bench_lfq.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = dict(command=command.strip(), started=started.isoformat(), wall_s=wall, tokens=tokens,
+                  loss_kwargs=LOSS_KWARGS, machine=machine_info(), rows=raw, target=target)
+    if args.no_write or args.quick:
+        print(f"done in {wall / 60:.1f} min (not written: --quick/--no-write)")
+        return result
+    save_json("lfq", result)
+    from _measure import markdown_table
+
+    table = markdown_table(rows, [
+        ("codes", "codebook"),
+        ("bg_t", "magtok bit_groups: time"), ("bg_m", "work memory"),
+        ("ex_t", "magtok exact: time"), ("ex_m", "work memory"),
+        ("peer_t", "peer LFQ: time"), ("peer_m", "work memory"),
+        ("rt", "time peer / magtok"), ("rm", "memory peer / magtok"),
+    ])
+    if target:
+        check = (f"Target (magtok default at 2^18 costs <= 1.5x the time and memory of 2^10): time "
+                 f"{target['time_ratio']:.2f}x, memory {target['mem_ratio']:.2f}x -> "
+                 f"**{'met' if target['ok'] else 'NOT met'}**.")
+    else:
+        check = "Target 2^18 vs 2^10: not measured in this run."
+    body = f"""{header_lines(command.strip(), started, wall)}
+
+Forward (train mode) + `aux_loss.backward()` on z of shape (8, d, 1, 32, 32) = {tokens} tokens, d = log2(codebook
+size), float32. magtok `LFQ` in its default `codebook_entropy="bit_groups"` mode (exact per-sample entropy;
+codebook entropy summed over bit groups of <= 10 bits) and in `"exact"` mode (the joint codebook entropy over all
+2^d codes, in chunks of 4096 codes, recomputed in the backward); the peer is `vector_quantize_pytorch.LFQ`
+as magvit2-pytorch builds it (entropy weight 0.1, commitment 1.0, diversity
+gamma 2.5, soft clamp 10), which materialises tokens x 2^d distance / probability matrices. Medians of
+{args.repeats} (bit_groups) / {args.exact_repeats} (exact) / {args.peer_repeats} (peer) runs after one warmup;
+peer children run under a {args.peer_mem_gb:g} GiB address-space limit, every child under a
+{args.timeout:g} s timeout; "work memory" = peak RSS of the step above the state before it.
+
+{table}
+
+{check}
+
+Raw results: `benchmarks/results/lfq.json`."""
+    write_machine_section(result["machine"])
+    write_section("LFQ entropy loss", body)
+    print(f"done in {wall / 60:.1f} min; BENCHMARKS.md and benchmarks/results/lfq.json updated")
+    return result
+
+
+if __name__ == "__main__":
+    main()

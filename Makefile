@@ -35,7 +35,7 @@ test: venv peer
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
 
 demo: venv
-	$(PY) -m magtok.cli.main demo
+	$(PY) -m magtok.cli.main demo --overwrite
 
 bench: venv peer
 	$(PY) benchmarks/run_all.py

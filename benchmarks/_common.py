@@ -13,8 +13,8 @@ measures the memory the callable itself needs:
   resident memory above what the model, optimizer state and inputs already held (activations,
   gradients, temporaries), over the warmup and all repeats.
 
-``peak_delta_mib`` (peak RSS over the post-import baseline, setup included) is kept in the JSON
-results too (recomputed from both phases, since the reset also resets ``ru_maxrss``).
+``peak_rss_mib`` in the JSON results is the child's whole peak (setup included); the harness's
+``peak_delta_mib`` is dropped (None) because the reset also resets the ``ru_maxrss`` it reads.
 """
 
 from __future__ import annotations
@@ -81,22 +81,31 @@ def reset_peak() -> float:
     return _proc_status_mib().get("VmRSS", float("nan"))
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def tracked(call: Callable[[], Any]) -> Callable[[], dict]:
     """Wrap the timed callable so that it returns the peak memory above the state before it.
 
     The reset also resets ``ru_maxrss``, which :func:`_measure.measure` reads; so the setup's own
-    high-water mark is kept here (``setup_hwm_mib``) and :func:`run` recomputes ``peak_rss_mib`` /
-    ``peak_delta_mib`` as the maximum of both phases.
+    high-water mark is kept here (``setup_hwm_mib``) and :func:`run` reports ``peak_rss_mib``
+    as the maximum of both phases.
     """
     setup_hwm = _proc_status_mib().get("VmHWM", float("nan"))
     base = reset_peak()
+    cpu_times: list[float] = []
 
     def run() -> dict:
+        c0 = _cpu_s()
         extra = call()
+        cpu_times.append(_cpu_s() - c0)
         st = _proc_status_mib()
         hwm = st.get("VmHWM", float("nan"))
         res = {"work_mib": hwm - base, "base_mib": base, "setup_hwm_mib": setup_hwm,
-               "peak_hwm_mib": max(setup_hwm, hwm)}
+               "peak_hwm_mib": max(setup_hwm, hwm), "cpu_times_s": list(cpu_times)}
         if isinstance(extra, dict):
             res.update(extra)
         return res
@@ -137,10 +146,15 @@ def run(spec: str, kwargs: dict, *, repeats: int, warmup: int = 1, mem_limit_gb:
                 timeout_s=timeout_s, threads=THREADS)
     res = r.get("result") if isinstance(r.get("result"), dict) else {}
     r["work_mib"] = res.get("work_mib")
-    if res.get("peak_hwm_mib") is not None:  # tracked() reset ru_maxrss: use the peak of both phases
+    cpu = res.get("cpu_times_s") or []
+    n = len(r.get("times_s") or [])
+    r["cpu_median_s"] = statistics.median(cpu[-n:]) if n and len(cpu) >= n else None
+    if res.get("peak_hwm_mib") is not None:
+        # tracked() reset the high-water mark that ru_maxrss reads: the child's peak is the larger of the
+        # setup's and the runs' peaks; the harness's peak_delta_mib no longer means anything (and its
+        # ru_maxrss baseline can include the parent's pre-exec peak), so it is dropped
         r["peak_rss_mib"] = res["peak_hwm_mib"]
-        if r.get("rss_baseline_mib") is not None:
-            r["peak_delta_mib"] = r["peak_rss_mib"] - r["rss_baseline_mib"]
+        r["peak_delta_mib"] = None
     r.pop("traceback", None) if r.get("ok") else None
     _log(label, r)
     return r
@@ -150,7 +164,7 @@ def _log(label: str, r: dict) -> None:
     if r.get("ok"):
         times = ", ".join(format_time(t) for t in r.get("times_s", []))
         print(f"  {label}: {format_time(r['median_s'])} (runs: {times}); work {format_mib(r.get('work_mib'))}, "
-              f"peak delta {format_mib(r.get('peak_delta_mib'))}; child {r.get('wall_s', 0):.0f} s", flush=True)
+              f"child peak RSS {format_mib(r.get('peak_rss_mib'))}; child {r.get('wall_s', 0):.0f} s", flush=True)
     else:
         print(f"  {label}: {r.get('status')} - {short_error(r)}", flush=True)
 
@@ -238,10 +252,19 @@ def versions_markdown(v: dict | None = None) -> str:
     return ", ".join(f"{k} {val}" for k, val in v.items() if val)
 
 
-def header_lines(command: str, started: _dt.datetime, wall_s: float, info: dict | None = None) -> str:
+def load_average() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def header_lines(command: str, started: _dt.datetime, wall_s: float, info: dict | None = None,
+                 load_start: str | None = None) -> str:
     info = info or machine_info()
+    load = f"; load average (1/5/15 min) at start {load_start}, at end {load_average()}" if load_start else ""
     return (
-        f"Command: `{command}` ({wall_s / 60:.1f} min wall clock, started {started:%Y-%m-%d %H:%M} UTC)  \n"
+        f"Command: `{command}` ({wall_s / 60:.1f} min wall clock, started {started:%Y-%m-%d %H:%M} UTC{load})  \n"
         f"Machine: {machine_info_markdown(info)}  \n"
         f"Versions: {versions_markdown()}  \n"
         f"Every child process: `torch.set_num_threads({THREADS})`, `torch.set_flush_denormal(True)`."

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, machine_info,  # noqa: E402
+from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, load_average, machine_info,  # noqa: E402
                      ratio, run, save_json, short_error, tracked, utcnow, write_machine_section, write_section)
 
 LOSS_KWARGS = dict(entropy_loss_weight=0.1, commitment_loss_weight=1.0, diversity_gamma=2.5)
@@ -84,6 +84,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of magtok bit_groups (after 1 warmup)")
     ap.add_argument("--exact-repeats", type=int, default=3)
     ap.add_argument("--peer-repeats", type=int, default=3)
+    ap.add_argument("--exact-single-from", type=int, default=18,
+                    help="from this many bits on, exact mode gets 1 run without warmup (it takes minutes)")
+    ap.add_argument("--exact-timeout", type=float, default=900.0, help="timeout of those single exact runs")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-exact", action="store_true")
     ap.add_argument("--peer-mem-gb", type=float, default=20.0, help="address-space limit of a peer child")
@@ -95,7 +98,7 @@ def main(argv=None) -> dict:
         args.bits = [b for b in args.bits if b <= 14] or [10]
         args.repeats = args.exact_repeats = args.peer_repeats = 1
         args.timeout = min(args.timeout, 120)
-    started, t0 = utcnow(), time.perf_counter()
+    started, t0, load0 = utcnow(), time.perf_counter(), load_average()
     tokens = 8 * 32 * 32
     spec = f"{Path(__file__).resolve()}:make_lfq_step"
     rows, raw = [], []
@@ -105,13 +108,17 @@ def main(argv=None) -> dict:
                    mem_limit_gb=8, timeout_s=args.timeout, label="magtok bit_groups")
         r_ex = None
         if not args.no_exact:
-            r_ex = run(spec, dict(impl="magtok", bits=bits, mode="exact"), repeats=args.exact_repeats,
-                       warmup=1 if bits < 20 else 0, mem_limit_gb=8, timeout_s=args.timeout, label="magtok exact")
+            big = bits >= args.exact_single_from  # one run, no warmup, longer timeout: O(N 2^d d)
+            r_ex = run(spec, dict(impl="magtok", bits=bits, mode="exact"), repeats=1 if big else args.exact_repeats,
+                       warmup=0 if big else 1, mem_limit_gb=8,
+                       timeout_s=max(args.timeout, args.exact_timeout) if big else args.timeout, label="magtok exact")
         r_peer = None
         if not args.no_peer:
             need = peer_needs_gib(bits, tokens)
-            # a child that would touch more than its limit fails on allocation: no free memory needed
-            need_free = min(need, args.peer_mem_gb) + 1.5 if need > 2 else None
+            one_matrix = tokens * 2**bits * 4 / 1024**3
+            # a child whose first tokens x 2^d matrix is over its limit fails on that allocation without
+            # touching memory; otherwise it may touch up to its limit: then require that much free memory
+            need_free = None if (need <= 2 or one_matrix >= args.peer_mem_gb) else min(need, args.peer_mem_gb) + 1.5
             r_peer = run(spec, dict(impl="peer", bits=bits), repeats=args.peer_repeats, warmup=1,
                          mem_limit_gb=args.peer_mem_gb, timeout_s=args.timeout, need_free_gb=need_free,
                          label="peer (vector-quantize-pytorch)")
@@ -162,7 +169,7 @@ def main(argv=None) -> dict:
                  f"**{'met' if target['ok'] else 'NOT met'}**.")
     else:
         check = "Target 2^18 vs 2^10: not measured in this run."
-    body = f"""{header_lines(command.strip(), started, wall)}
+    body = f"""{header_lines(command.strip(), started, wall, result['machine'], load0)}
 
 Forward (train mode) + `aux_loss.backward()` on z of shape (8, d, 1, 32, 32) = {tokens} tokens, d = log2(codebook
 size), float32. magtok `LFQ` in its default `codebook_entropy="bit_groups"` mode (exact per-sample entropy;
@@ -170,7 +177,8 @@ codebook entropy summed over bit groups of <= 10 bits) and in `"exact"` mode (th
 2^d codes, in chunks of 4096 codes, recomputed in the backward); the peer is `vector_quantize_pytorch.LFQ`
 as magvit2-pytorch builds it (entropy weight 0.1, commitment 1.0, diversity
 gamma 2.5, soft clamp 10), which materialises tokens x 2^d distance / probability matrices. Medians of
-{args.repeats} (bit_groups) / {args.exact_repeats} (exact) / {args.peer_repeats} (peer) runs after one warmup;
+{args.repeats} (bit_groups) / {args.exact_repeats} (exact; from 2^{args.exact_single_from} on a single run without
+warmup, timeout {args.exact_timeout:g} s) / {args.peer_repeats} (peer) runs after one warmup;
 peer children run under a {args.peer_mem_gb:g} GiB address-space limit, every child under a
 {args.timeout:g} s timeout; "work memory" = peak RSS of the step above the state before it.
 

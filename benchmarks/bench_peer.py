@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, machine_info,  # noqa: E402
-                     mem_available_gib, ratio, run, save_json, short_error, tracked, utcnow,
+                     load_average, mem_available_gib, ratio, run, save_json, short_error, tracked, utcnow,
                      write_machine_section, write_section)
 
 DEMO_LAYERS = (
@@ -307,27 +308,51 @@ def _settings(spec: str, op: str, frames: int, args) -> dict:
     return dict(repeats=reps, warmup=warm, timeout_s=timeout)
 
 
+def _merge(runs: list[dict]) -> dict:
+    """Pool the rounds of one implementation: all timed runs, the largest work memory."""
+    if len(runs) == 1:
+        return runs[0]
+    bad = [r for r in runs if not r.get("ok")]
+    if bad:
+        return {**bad[0], "rounds": runs}
+    times = [t for r in runs for t in r["times_s"]]
+    cpu = [r["cpu_median_s"] for r in runs if r.get("cpu_median_s") is not None]
+    out = {**runs[-1], "times_s": times, "median_s": statistics.median(times), "min_s": min(times),
+           "max_s": max(times), "work_mib": max(r.get("work_mib") or 0 for r in runs),
+           "peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in runs),
+           "cpu_median_s": statistics.median(cpu) if cpu else None, "rounds": runs}
+    return out
+
+
 def compare(spec: str, op: str, frames: int, size: int, weights: Path, args) -> dict:
+    """Time magtok and the peer; with ``rounds`` > 1 the order alternates (m p, p m, ...) and the timed
+    runs of all rounds are pooled, so a change of machine load hits both alike."""
     st = _settings(spec, op, frames, args)
     heavy = SPECS[spec].get("heavy", False)
-    out = {"spec": spec, "op": op, "frames": frames, "size": size, **st}
+    rounds = 1 if (heavy or args.quick) else max(1, args.rounds)
+    out = {"spec": spec, "op": op, "frames": frames, "size": size, "rounds": rounds, **st}
     target = f"{Path(__file__).resolve()}:make_case"
-    for impl in ("magtok", "peer"):
-        mem_limit = args.peer_mem_gb if (impl == "peer" and heavy and op.startswith("train")) else args.mem_gb
-        need_free = mem_limit + 1.0 if mem_limit > args.mem_gb else None
-        out[impl] = run(target, dict(impl=impl, spec=spec, op=op, frames=frames, size=size, weights=str(weights)),
-                        mem_limit_gb=mem_limit, need_free_gb=need_free, label=f"{impl:6s} {spec} {op} {frames}f",
-                        **st)
+    runs: dict[str, list] = {"magtok": [], "peer": []}
+    for k in range(rounds):
+        for impl in (("magtok", "peer") if k % 2 == 0 else ("peer", "magtok")):
+            if runs[impl] and not runs[impl][-1].get("ok"):
+                continue  # failed once: do not repeat a failure (OOM, timeout)
+            mem_limit = args.peer_mem_gb if (impl == "peer" and heavy and op.startswith("train")) else args.mem_gb
+            need_free = mem_limit + 1.0 if mem_limit > args.mem_gb else None
+            kw = dict(impl=impl, spec=spec, op=op, frames=frames, size=size, weights=str(weights))
+            runs[impl].append(run(target, kw, mem_limit_gb=mem_limit, need_free_gb=need_free,
+                                  label=f"{impl:6s} {spec} {op} {frames}f" + (f" r{k + 1}" if rounds > 1 else ""),
+                                  **st))
+    out["magtok"], out["peer"] = _merge(runs["magtok"]), _merge(runs["peer"])
     m, p = out["magtok"], out["peer"]
     if op == "encode" and m.get("ok") and p.get("ok"):
-        cm, cp = m["result"].pop("codes"), p["result"].pop("codes")
+        cm, cp = m["result"].get("codes"), p["result"].get("codes")
         same = sum(a == b for a, b in zip(cm, cp)) / max(1, len(cm))
         out["codes_agree"] = same if len(cm) == len(cp) else 0.0
         print(f"    codes agree: {out['codes_agree']:.4%}", flush=True)
-    else:
-        for r in (m, p):
-            if isinstance(r.get("result"), dict):
-                r["result"].pop("codes", None)
+    for r in [*runs["magtok"], *runs["peer"], m, p]:
+        if isinstance(r.get("result"), dict):
+            r["result"].pop("codes", None)
     if op == "decode" and m.get("ok") and p.get("ok"):
         a, b = m["result"], p["result"]
         out["decode_rel_diff"] = abs(a["sum"] - b["sum"]) / max(1e-9, b["abs_sum"])
@@ -344,6 +369,8 @@ def _fmt_row(c: dict) -> dict:
     ok = m.get("ok") and p.get("ok")
     row["rt"] = ratio(p.get("median_s"), m.get("median_s")) if ok else "-"
     row["rm"] = ratio(p.get("work_mib"), m.get("work_mib")) if ok else "-"
+    row["rc"] = ratio(p.get("cpu_median_s"), m.get("cpu_median_s")) if ok else "-"
+    row["runs"] = f"{c['rounds']}x({c['warmup']}+{c['repeats']})" if c.get("rounds", 1) > 1 else row["runs"]
     if "codes_agree" in c:
         row["check"] = f"codes agree {c['codes_agree']:.2%}"
     elif "decode_rel_diff" in c:
@@ -365,9 +392,11 @@ def main(argv=None) -> dict:
                     help="extra clip lengths for encode (frame scaling)")
     ap.add_argument("--scale-specs", nargs="*", default=["conv", "attn"], choices=list(SPECS),
                     help="specs that get the frame scaling (the magvit2 spec at 65 frames takes ~3 min per run)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of encode / decode (after 1 warmup)")
-    ap.add_argument("--train-repeats", type=int, default=3)
-    ap.add_argument("--scale-repeats", type=int, default=3, help="at most this many timed runs beyond 17 frames")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of encode / decode per child (after 1 warmup)")
+    ap.add_argument("--train-repeats", type=int, default=2, help="timed training steps per child (after 1 warmup)")
+    ap.add_argument("--scale-repeats", type=int, default=2, help="at most this many timed runs per child beyond 17 frames")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="child processes per implementation and measurement, in alternating order (light specs)")
     ap.add_argument("--heavy-repeats", type=int, default=2, help="encode / decode runs of the magvit2 spec")
     ap.add_argument("--heavy-train-repeats", type=int, default=1, help="train runs of the magvit2 spec")
     ap.add_argument("--mem-gb", type=float, default=12.0, help="address-space limit per child")
@@ -388,7 +417,7 @@ def main(argv=None) -> dict:
     assert get_config("demo").layers == DEMO_LAYERS
     assert get_config("magvit2-17x128-lfq18").layers == MAGVIT2_LAYERS
 
-    started, t0 = utcnow(), time.perf_counter()
+    started, t0, load0 = utcnow(), time.perf_counter(), load_average()
     print(f"bench_peer: specs {args.specs}, ops {args.ops}, {args.frames}x{args.size}x{args.size}; "
           f"{mem_available_gib():.1f} GiB available", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="magtok-bench-peer-"))
@@ -423,7 +452,7 @@ def main(argv=None) -> dict:
 
     command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = dict(command=command.strip(), started=started.isoformat(), wall_s=wall, machine=machine_info(),
-                  specs={s: {"desc": SPECS[s]["desc"], "peer_kwargs": peer_kwargs(s, args.size)} for s in args.specs},
+                  load_start=load0, load_end=load_average(), specs={s: {"desc": SPECS[s]["desc"], "peer_kwargs": peer_kwargs(s, args.size)} for s in args.specs},
                   args=vars(args), cases=cases, scaling=scaling, targets=targets)
     print(f"bench_peer done in {wall / 60:.1f} min", flush=True)
     if args.no_write or args.quick:
@@ -441,7 +470,8 @@ def report(result: dict, args) -> str:
     started = __import__("datetime").datetime.fromisoformat(result["started"])
     cols = [("spec", "spec"), ("what", "measurement"), ("frames", "input"), ("m_t", "magtok time"),
             ("m_m", "magtok work memory"), ("p_t", "peer time"), ("p_m", "peer work memory"),
-            ("rt", "time peer / magtok"), ("rm", "memory peer / magtok"), ("runs", "warmup+runs"),
+            ("rt", "time peer / magtok"), ("rc", "CPU time peer / magtok"), ("rm", "memory peer / magtok"),
+            ("runs", "warmup+runs"),
             ("check", "same result?")]
     main_table = markdown_table([_fmt_row(c) for c in result["cases"]], cols)
     scale_rows = []
@@ -451,14 +481,15 @@ def report(result: dict, args) -> str:
     scale_table = markdown_table(scale_rows, [("spec", "spec"), ("frames", "input"), ("m_t", "magtok encode"),
                                               ("m_m", "magtok work memory"), ("p_t", "peer encode"),
                                               ("p_m", "peer work memory"), ("rt", "time peer / magtok"),
-                                              ("rm", "memory peer / magtok"), ("check", "same result?")]) \
+                                              ("rc", "CPU time peer / magtok"), ("rm", "memory peer / magtok"),
+                                              ("runs", "warmup+runs"), ("check", "same result?")]) \
         if scale_rows else "(not run)"
     spec_lines = "\n".join(f"- `{s}`: {SPECS[s]['desc']}; layers `{SPECS[s]['kwargs']['layers']}`"
                            for s in result["specs"])
     t_lines = "\n".join(
         f"- `{t['spec']}` {t['op']}: peer / magtok = {t['speedup']:.2f}x -> {'met' if t['met'] else '**not met**'}"
         for t in result["targets"]) or "- not measured in this run"
-    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'])}
+    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'], result.get('load_start'))}
 
 Both implementations get the same layer spec and the same weights: the peer (magvit2-pytorch 0.5.1) is built
 once with a fixed seed, no VGG and no GAN (`magtok.testing.peer.build_peer_tokenizer`), its temporal padding
@@ -489,10 +520,13 @@ What runs:
     loss at all. Here it gets a module of torchvision's VGG16 architecture (`classifier[:-2]`, 25088 -> 4096 ->
     4096) with random weights through its `vgg=` argument (weights do not change the cost); as in the peer,
     its parameters keep `requires_grad=True`, so every generator step also computes VGG weight gradients.
-- Time: median of the timed runs after the warmup runs (column warmup+runs). Work memory: peak RSS of the
-  step above the process's state before it (model, inputs; for training the AdamW state and gradients are
-  part of the work memory). Failures (OOM under the child's address-space limit, timeouts, exceptions) are
-  reported in place of the time.
+- Time: median of all timed runs. Column warmup+runs: `2x(1+3)` = two child processes per implementation, in
+  alternating order (magtok, peer, peer, magtok), each with 1 warmup and 3 timed runs, pooled (a change of
+  machine load then hits both alike). CPU time: median user + system CPU seconds of the step (all threads),
+  less sensitive than wall-clock time to other jobs on the machine. Work memory: peak RSS of the step above the
+  process's state before it (model, inputs; for training the AdamW state and gradients are part of the work
+  memory). Failures (OOM under the child's address-space limit, timeouts, exceptions) are reported in place
+  of the time.
 
 {main_table}
 

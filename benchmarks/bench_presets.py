@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (cell_mem, cell_time, child_setup, header_lines, machine_info, run, save_json,  # noqa: E402
+from _common import (cell_mem, cell_time, child_setup, header_lines, load_average, machine_info, run, save_json,  # noqa: E402
                      tracked, utcnow, write_machine_section, write_section)
 
 PRESETS = ("tiny", "demo", "magvit2-17x128-lfq18")
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.presets = [p for p in args.presets if p not in HEAVY]
         args.repeats = 1
-    started, t0 = utcnow(), time.perf_counter()
+    started, t0, load0 = utcnow(), time.perf_counter(), load_average()
     spec = f"{Path(__file__).resolve()}:make_preset_case"
     results, rows = [], []
     for name in args.presets:
@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     ])
     runs = ", ".join(f"`{r['preset'].strip('`')}` {r.get('encode_runs', '-')}/{r.get('decode_runs', '-')}/"
                      f"{r.get('train_runs', '-')}" for r in rows)
-    body = f"""{header_lines(command.strip(), started, wall, result['machine'])}
+    body = f"""{header_lines(command.strip(), started, wall, result['machine'], load0)}
 
 Each preset at its nominal size (`config.frames` x `config.image_size`), batch 1, float32, its own random
 initialisation, uniform-noise video in [-1, 1]. **encode**: video -> codes under `torch.no_grad()` (eval mode);

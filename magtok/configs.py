@@ -21,8 +21,38 @@ LayerSpec = tuple  # tuple of "name" or ("name", int) entries
 QUANTIZER_KINDS = ("lfq", "fsq", "vq", "identity")
 
 
+def _coerce(value, type_str: str, where: str):
+    """Coerce a YAML/JSON scalar to the field's declared type (YAML reads ``3e-4`` as a string)."""
+    kinds = [t.strip() for t in type_str.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ValueError(f"{where}: a value is required (got null)")
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "bool" in kinds and isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    for kind, conv in (("int", int), ("float", float)):
+        if kind in kinds and not isinstance(value, bool):
+            if isinstance(value, (int, float)) and kind == "float":
+                return float(value)
+            if isinstance(value, int) and kind == "int":
+                return value
+            if isinstance(value, float) and kind == "int" and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                try:
+                    return conv(value)
+                except ValueError:
+                    pass
+            if not any(k in kinds for k in ("str", "tuple", "dict")):
+                raise ValueError(f"{where}: expected {type_str}, got {value!r}")
+    return value
+
+
 def _from_dict(cls, data: dict, path: str):
-    """Build dataclass ``cls`` from ``data``; unknown keys are errors that name the key."""
+    """Validate ``data`` for dataclass ``cls``: unknown keys are errors that name the key, and
+    scalars are coerced to the declared types (in place)."""
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -31,6 +61,9 @@ def _from_dict(cls, data: dict, path: str):
         raise ValueError(
             f"{path}: unknown key(s) {unknown}; known keys: {sorted(known)}"
         )
+    for key, value in list(data.items()):
+        if isinstance(known[key].type, str) and not isinstance(value, (dict, list, tuple)):
+            data[key] = _coerce(value, known[key].type, f"{path}.{key}")
     return known, data
 
 
@@ -75,8 +108,8 @@ class QuantizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict, path: str = "quantizer") -> "QuantizerConfig":
-        _from_dict(cls, data, path)
         data = dict(data)
+        _from_dict(cls, data, path)
         if "levels" in data:
             data["levels"] = tuple(int(v) for v in data["levels"])
         return cls(**data)
@@ -142,8 +175,8 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict, path: str = "tokenizer") -> "TokenizerConfig":
-        _from_dict(cls, data, path)
         data = dict(data)
+        _from_dict(cls, data, path)
         if "quantizer" in data and not isinstance(data["quantizer"], QuantizerConfig):
             data["quantizer"] = QuantizerConfig.from_dict(data["quantizer"], f"{path}.quantizer")
         if "layers" in data:
@@ -360,13 +393,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, path: str = "config") -> "TrainConfig":
-        _from_dict(cls, data, path)
         data = dict(data)
+        _from_dict(cls, data, path)
         sub = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
         for key, klass in sub.items():
             if key in data and isinstance(data[key], dict):
-                _from_dict(klass, data[key], f"{path}.{key}")
-                data[key] = klass(**data[key])
+                section = dict(data[key])
+                _from_dict(klass, section, f"{path}.{key}")
+                data[key] = klass(**section)
         cfg = cls(**data)
         if isinstance(cfg.optim.betas, list):
             cfg.optim.betas = tuple(cfg.optim.betas)

@@ -306,8 +306,13 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            if budget is not None:  # a time budget: the bar counts seconds, the postfix steps
+                bar = tqdm(total=round(budget), desc="train", unit="s", dynamic_ncols=True,
+                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+            else:
+                bar = tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         last: dict = {}
+        window: dict[str, list[float]] = {}
         frames_seen, t_log = 0, time.time()
         if self.step == 0 and self.acc.is_main_process:
             last.update(self.validate())
@@ -319,11 +324,20 @@ class Trainer:
             self.step += 1
             frames_seen += sum(m.shape[0] * m.shape[2] for m in micro) * self.acc.num_processes
             if bar is not None:
-                bar.update(1)
-                if "loss/total" in logs:
-                    bar.set_postfix(loss=f"{logs['loss/total']:.4f}", refresh=False)
+                if budget is not None:
+                    bar.n = min(budget, time.time() - started)
+                    bar.set_postfix(step=self.step, loss=f"{logs.get('loss/total', float('nan')):.4f}", refresh=False)
+                    bar.refresh()
+                else:
+                    bar.update(1)
+                    if "loss/total" in logs:
+                        bar.set_postfix(loss=f"{logs['loss/total']:.4f}", refresh=False)
+            for k, v in logs.items():
+                window.setdefault(k, []).append(v)
             if self.step % cfg.log_every == 0 or self.step == end:
                 dt = max(time.time() - t_log, 1e-9)
+                logs = {k: sum(v) / len(v) for k, v in window.items()}  # means over the log interval
+                window = {}
                 logs["perf/frames_per_s"] = frames_seen / dt
                 logs["perf/steps_per_s"] = cfg.log_every / dt
                 logs["train/skipped_steps"] = float(self.skipped_steps)

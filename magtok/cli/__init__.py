@@ -1,0 +1,1 @@
+"""The ``magtok`` command: thin subcommands over the public API."""

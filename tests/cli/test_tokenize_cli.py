@@ -1,0 +1,465 @@
+"""`magtok tokenize / detokenize / reconstruct / tokenize-dataset / info` on real clips.
+
+Most tests call ``magtok.cli.main.main([...])`` in-process (fast); one runs the console entry in a
+subprocess and one launches two processes with torch.distributed.run. Sizes are kept tiny (the
+`tiny` preset, short side 32, a few frames) so that the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from magtok import VideoTokenizer
+from magtok.data import (ShardReader, center_crop, load_tokens, probe_video, read_video, resize_short_side,
+                         sample_images, save_tokens, to_tensor, tokenizer_fingerprint)
+
+from .conftest import leftovers
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tok(model_dir) -> VideoTokenizer:
+    return VideoTokenizer.from_pretrained(model_dir).eval()
+
+
+def _frames(path) -> tuple[int, float, int, int]:
+    info = probe_video(path, mode="decode")
+    return info.num_frames, info.fps, info.height, info.width
+
+
+# ============================================================================ round trips
+def test_round_trip_non_square_clip(cli, tiny_model, clips, tmp_path):
+    """bikes.mp4 (272x640, 25 fps): 9 frames = 1 + 4 r_t, short side 32 -> 32x75 -> crop 32x74."""
+    tokens, video = tmp_path / "bikes.tokens", tmp_path / "bikes.mp4"
+    code, out, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tokens,
+                         "--short-side", "32", "--max-frames", "9")
+    assert code == 0, err
+    assert "32x75 centre-cropped to 32x74" in err
+    tf = load_tokens(tokens)
+    h = tf.header
+    tok = _tok(tiny_model)
+    assert tuple(tf.codes.shape) == (5, 16, 37) == tok.latent_shape(9, 32, 74)
+    assert h["tokenizer_id"] == tok.fingerprint() == h["extra"]["tokenizer"]
+    assert h["tokenizer_fingerprint"] == tokenizer_fingerprint(tok.fingerprint(), tok.config.to_dict())
+    assert h["config"] == json.loads(json.dumps(tok.config.to_dict()))
+    assert h["extra"]["model"] == str(Path(tiny_model).resolve())
+    assert h["extra"]["frames"] == 9 and "frames_policy" not in h["extra"]
+    assert h["source"] == {"frames": 250, "fps": 25.0, "height": 272, "width": 640}
+    assert h["clip"] == {"start": 0, "fps": 25.0, "resize": [32, 75], "crop": [0, 0, 32, 74]}
+
+    code, out, err = cli("detokenize", tokens, "-o", video)   # model found through the header
+    assert code == 0, err
+    assert _frames(video) == (9, 25.0, 32, 74)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("policy,grid_t,frames_out", [("pad", 7, 12), ("drop", 6, 11)])
+def test_frame_count_not_1_plus_k_rt(cli, tiny_model, clips, tmp_path, policy, grid_t, frames_out):
+    """bigbuckbunny (720x1280) cut to 12 frames (not 1 + 2k): pad gives 12 frames back, drop 11."""
+    tokens, video = tmp_path / "bbb.tokens", tmp_path / "bbb.mp4"
+    code, _, err = cli("tokenize", clips["bigbuckbunny"], "--model", tiny_model, "-o", tokens,
+                       "--short-side", "32", "--max-frames", "12", "--frames-policy", policy, "-q")
+    assert code == 0, err
+    h = load_tokens(tokens).header
+    assert h["grid"] == [grid_t, 16, 28]
+    assert h["extra"]["frames"] == 12 and h["extra"]["frames_policy"] == policy
+    assert h["clip"]["resize"] == [32, 57] and h["clip"]["crop"] == [0, 0, 32, 56]
+    code, _, err = cli("detokenize", tokens, "-o", video, "--model", tiny_model, "--chunk-latents", "2")
+    assert code == 0, err
+    assert _frames(video) == (frames_out, 25.0, 32, 56)
+
+
+def test_fps_resampling_and_start_survive_the_round_trip(cli, tiny_model, clips, tmp_path):
+    tokens, video = tmp_path / "c.tokens", tmp_path / "c.mp4"
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tokens, "--size", "33", "40",
+                       "--fps", "12.5", "--start", "10", "--max-frames", "5", "-q")
+    assert code == 0, err
+    assert "--size 33 40 rounded down to 32x40" in err
+    h = load_tokens(tokens).header
+    assert h["clip"]["fps"] == 12.5 and h["clip"]["start"] == 10 and h["source"]["fps"] == 25.0
+    assert h["clip"]["crop"][2:] == [32, 40]
+    assert cli("detokenize", tokens, "-o", video)[0] == 0
+    assert _frames(video) == (5, 12.5, 32, 40)
+
+
+def test_streaming_equals_whole_clip_codes(cli, tiny_model, clips, tmp_path):
+    """Chunk size is a memory knob: 1 latent per chunk, 3, or the whole clip give the same codes, which
+    equal tok.encode of the clip read and resized in one piece."""
+    codes = []
+    for n in (1, 3, 100):
+        out = tmp_path / f"n{n}.tokens"
+        code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", out, "--short-side", "32",
+                           "--max-frames", "9", "--chunk-latents", n, "-q")
+        assert code == 0, err
+        codes.append(load_tokens(out).codes)
+    assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
+    frames, _ = read_video(clips["bikes"], num_frames=9)
+    x = center_crop(resize_short_side(to_tensor(frames), 32), (32, 74))
+    with torch.no_grad():
+        whole = _tok(tiny_model).encode(x[None])[0]
+    assert torch.equal(codes[0], whole)
+    # and decoding in chunks equals decoding the whole grid
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    assert cli("detokenize", tmp_path / "n1.tokens", "-o", a, "--chunk-latents", "1", "-q")[0] == 0
+    assert cli("detokenize", tmp_path / "n1.tokens", "-o", b, "--chunk-latents", "50", "-q")[0] == 0
+    fa, _ = read_video(a)
+    fb, _ = read_video(b)
+    assert fa.shape == (9, 32, 74, 3) and np.array_equal(fa, fb)
+
+
+def test_tiling_option(cli, tiny_model, clips, tmp_path):
+    tokens, video = tmp_path / "t.tokens", tmp_path / "t.mp4"
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tokens, "--short-side", "32",
+                       "--max-frames", "5", "--tile", "32", "--tile-overlap", "8", "--chunk-latents", "2", "-q")
+    assert code == 0, err
+    tf = load_tokens(tokens)
+    assert tf.header["extra"]["tile"] == [32, 8]
+    frames, _ = read_video(clips["bikes"], num_frames=5)
+    x = center_crop(resize_short_side(to_tensor(frames), 32), (32, 74))[None]
+    tok = _tok(tiny_model)
+    tiled = tok.encode_tiled(x, 32, 8)[0]
+    assert torch.equal(tf.codes, tiled)                      # streaming tiles == whole-clip tiles
+    untiled = tok.encode(x)[0]
+    assert (tf.codes == untiled).float().mean() > 0.5        # an approximation of the untiled codes
+    code, _, err = cli("detokenize", tokens, "-o", video, "--tile", "32", "--tile-overlap", "8", "-q")
+    assert code == 0, err
+    assert _frames(video) == (5, 25.0, 32, 74)
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tmp_path / "u.tokens",
+                       "--short-side", "32", "--max-frames", "3", "--tile", "15")
+    assert code == 2 and "multiples of r_s=2" in err
+
+
+def test_several_videos_go_into_a_folder_and_images_work(cli, tiny_model, clips, tmp_path):
+    img = sample_images(tmp_path / "img", names=("coffee",))["coffee"]
+    out = tmp_path / "toks"
+    code, stdout, err = cli("tokenize", clips["bikes"], clips["carphone_pristine"], img, "--model", tiny_model,
+                            "-o", out, "--short-side", "32", "--max-frames", "3", "-q")
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir() if p.suffix == ".tokens")
+    assert names == ["bikes.tokens", "carphone_pristine.tokens", "coffee.tokens"]
+    h = load_tokens(out / "carphone_pristine.tokens").header
+    assert h["source"]["fps"] == pytest.approx(30000 / 1001) and h["grid"] == [2, 16, 19]
+    hi = load_tokens(out / "coffee.tokens").header
+    assert hi["source"]["fps"] == 0 and hi["grid"][0] == 1 and hi["extra"]["frames"] == 1
+    assert cli("detokenize", out / "coffee.tokens", "-o", tmp_path / "coffee.png", "-q")[0] == 0
+    assert (tmp_path / "coffee.png").stat().st_size > 0
+    assert cli("detokenize", out / "carphone_pristine.tokens", "-o", tmp_path / "car.mp4", "-q")[0] == 0
+    n, fps, _, _ = _frames(tmp_path / "car.mp4")
+    assert n == 3 and fps == pytest.approx(30000 / 1001)
+
+
+def test_reconstruct_prints_psnr_ssim_and_writes_side_by_side(cli, tiny_model, clips, tmp_path):
+    out = tmp_path / "rec.mp4"
+    code, stdout, err = cli("reconstruct", clips["bikes"], "--model", tiny_model, "-o", out, "--short-side", "32",
+                            "--max-frames", "6", "--side-by-side", "--chunk-latents", "2", "-q")
+    assert code == 0, err
+    assert "PSNR" in stdout and "SSIM" in stdout
+    assert _frames(out) == (6, 25.0, 32, 148)
+    # the printed PSNR is the per-frame mean of the decoded tokens vs the resized input
+    from magtok.metrics import psnr
+    frames, _ = read_video(clips["bikes"], num_frames=6)
+    x = center_crop(resize_short_side(to_tensor(frames), 32), (32, 74))[None]
+    x = torch.cat([x, x[:, :, -1:]], dim=2)                      # padded to 7 = 1 + 3 r_t
+    tok = _tok(tiny_model)
+    with torch.no_grad():
+        recon = tok.decode(tok.encode(x)).clamp(-1, 1)[:, :, :6]
+    want = float(psnr(recon, x[:, :, :6], max_db=100).mean())
+    got = float(stdout.split("PSNR")[1].split("dB")[0])
+    assert got == pytest.approx(want, abs=0.01)
+    assert cli("reconstruct", clips["bikes"], "--model", tiny_model, "-o", out, "--short-side", "32",
+               "--max-frames", "3")[0] == 2                        # exists: refused
+
+
+def test_info_for_model_tokens_and_shards(cli, tiny_model, clips, tmp_path):
+    code, out, err = cli("info", tiny_model)
+    assert code == 0, err
+    tok = _tok(tiny_model)
+    assert tok.fingerprint() in out and "r_t=2" in out and "r_s=2" in out and "70,135" in out
+    assert "codebook size 256" in out and "compression ratio 20.0x" in out
+    tokens = tmp_path / "b.tokens"
+    assert cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tokens, "--short-side", "32",
+               "--max-frames", "5", "-q")[0] == 0
+    code, out, _ = cli("info", tokens, "--json")
+    d = json.loads(out)
+    assert d["tokenizer"] == tok.fingerprint() and d["grid"] == [3, 16, 37] and d["bits_per_token"] == 8
+    assert d["payload_bytes"] == 3 * 16 * 37 and d["file_bytes"] > d["payload_bytes"]
+    assert d["source"]["frames"] == 250 and d["clip"]["crop"] == [0, 0, 32, 74]
+    code, out, _ = cli("info", tokens)
+    assert "tokenizer:" in out and "272x640" in out and "packed payload" in out
+
+
+# ============================================================================ finding the model
+def test_detokenize_finds_the_model_or_refuses(cli, tiny_model, other_model, clips, tmp_path, monkeypatch):
+    model = tmp_path / "models" / "mine"
+    shutil.copytree(tiny_model, model)
+    tokens = tmp_path / "b.tokens"
+    assert cli("tokenize", clips["bikes"], "--model", model, "-o", tokens, "--short-side", "32",
+               "--max-frames", "3", "-q")[0] == 0
+    tok_id = _tok(model).fingerprint()
+    # another tokenizer given explicitly: refused, naming both ids
+    other_id = _tok(other_model).fingerprint()
+    code, _, err = cli("detokenize", tokens, "-o", tmp_path / "x.mp4", "--model", other_model)
+    assert code == 2 and tok_id in err and other_id in err and "Traceback" not in err
+    # the recorded model folder is gone and nothing else is known: refused, naming the id and --model
+    moved = tmp_path / "elsewhere" / "zoo" / "mine"
+    moved.parent.mkdir(parents=True)
+    model.rename(moved)
+    code, _, err = cli("detokenize", tokens, "-o", tmp_path / "x.mp4")
+    assert code == 2 and tok_id in err and "--model" in err and "MAGTOK_MODEL_PATH" in err
+    # a folder of model folders in $MAGTOK_MODEL_PATH (with another tokenizer in it too)
+    shutil.copytree(other_model, moved.parent / "a-other")
+    monkeypatch.setenv("MAGTOK_MODEL_PATH", os.pathsep.join([str(tmp_path / "nowhere"), str(tmp_path / "elsewhere")]))
+    code, _, err = cli("detokenize", tokens, "-o", tmp_path / "x.mp4", "-q")
+    assert code == 0, err
+    assert _frames(tmp_path / "x.mp4")[0] == 3
+    assert leftovers(tmp_path) == []
+
+
+# ============================================================================ bad input
+def _faststart(path, frames, fps=25):
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.fixture(scope="module")
+def bad_videos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    frames = np.random.default_rng(1).integers(0, 256, (30, 32, 48, 3), dtype=np.uint8)
+    _faststart(d / "full.mp4", frames)
+    data = (d / "full.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: int(len(data) * 0.6)])
+    out = av.open(str(d / "noframes.mp4"), "w", format="mp4")       # a container without frames
+    s = out.add_stream("libx264", rate=25)
+    s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+    out.start_encoding()
+    out.close()
+    return {k: d / f"{k}.mp4" for k in ("empty", "garbage", "truncated", "noframes")} | {"missing": d / "missing.mp4"}
+
+
+@pytest.mark.parametrize("name,message", [
+    ("empty", "not a readable video"), ("garbage", "not a readable video"), ("truncated", "truncated"),
+    ("noframes", "cannot read"), ("missing", "no such file")])
+def test_bad_videos_give_one_message_and_no_output(cli, tiny_model, bad_videos, tmp_path, name, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    for cmd, target in (("tokenize", out / "v.tokens"), ("reconstruct", out / "v.mp4")):
+        code, stdout, err = cli(cmd, bad_videos[name], "--model", tiny_model, "-o", target, "--short-side", "16")
+        assert code == 2, (cmd, err)
+        assert message in err and bad_videos[name].name in err and "Traceback" not in err
+        assert list(out.iterdir()) == []
+
+
+def test_a_bad_video_among_good_ones_fails_before_any_output(cli, tiny_model, clips, bad_videos, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = cli("tokenize", clips["bikes"], bad_videos["garbage"], "--model", tiny_model, "-o", out,
+                       "--short-side", "32", "--max-frames", "3")
+    assert code == 2 and "garbage.mp4" in err
+    assert not any(p.suffix == ".tokens" for p in out.iterdir()) and leftovers(out) == []
+
+
+def test_missing_or_broken_model(cli, clips, tmp_path):
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tmp_path / "nope", "-o", tmp_path / "a.tokens")
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"xx")
+    code, _, err = cli("tokenize", clips["bikes"], "--model", broken, "-o", tmp_path / "a.tokens")
+    assert code == 2 and "config.json" in err and "Traceback" not in err
+    assert not (tmp_path / "a.tokens").exists()
+
+
+@pytest.fixture
+def good_tokens(cli, tiny_model, clips, tmp_path) -> Path:
+    p = tmp_path / "toks" / "good.tokens"
+    p.parent.mkdir()
+    assert cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", p, "--short-side", "32",
+               "--max-frames", "3", "-q")[0] == 0
+    return p
+
+
+def test_damaged_token_files(cli, tiny_model, good_tokens, tmp_path):
+    data = good_tokens.read_bytes()
+    cases = {"truncated": (data[:-40], "truncated"), "flipped": (data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:], "CRC"),
+             "notokens": (b"hello world, not tokens", "not a magtok token file")}
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, (content, message) in cases.items():
+        bad = tmp_path / f"{name}.tokens"
+        bad.write_bytes(content)
+        code, _, err = cli("detokenize", bad, "-o", out / "v.mp4", "--model", tiny_model)
+        assert code == 2 and message in err and name in err and "Traceback" not in err, (name, err)
+        code, _, err = cli("info", bad)
+        assert code == 2 and message in err
+    code, _, err = cli("detokenize", tmp_path / "missing.tokens", "-o", out / "v.mp4", "--model", tiny_model)
+    assert code == 2 and "no such file" in err
+    assert list(out.iterdir()) == []
+
+
+def test_out_of_range_codes_are_refused(cli, tiny_model, tmp_path):
+    tok = _tok(tiny_model)
+    codes = torch.randint(0, 512, (3, 8, 8))
+    codes[0, 0, 0] = 400
+    p = tmp_path / "range.tokens"
+    save_tokens(p, codes, 512, dict(tokenizer_id=tok.fingerprint(), config=tok.config.to_dict(), source_frames=5,
+                                    fps=25.0, height=16, width=16))
+    code, _, err = cli("detokenize", p, "-o", tmp_path / "v.mp4", "--model", tiny_model)
+    assert code == 2 and "out of range" in err and "256" in err and "Traceback" not in err
+    assert not (tmp_path / "v.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_existing_outputs_are_refused_unless_overwrite(cli, tiny_model, clips, good_tokens, tmp_path):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"keep me")
+    code, _, err = cli("detokenize", good_tokens, "-o", video)
+    assert code == 2 and "exists" in err and "--overwrite" in err
+    assert video.read_bytes() == b"keep me"
+    before = good_tokens.read_bytes()
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", good_tokens, "--short-side", "16")
+    assert code == 2 and "exists" in err and good_tokens.read_bytes() == before
+    assert cli("detokenize", good_tokens, "-o", video, "--overwrite", "-q")[0] == 0
+    assert _frames(video)[0] == 3
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", good_tokens, "--short-side", "16",
+                       "--max-frames", "3", "--overwrite", "-q")
+    assert code == 0 and load_tokens(good_tokens).header["grid"] == [2, 8, 19]
+    assert leftovers(tmp_path) == [] and leftovers(good_tokens.parent) == []
+
+
+def test_unwritable_outputs(cli, tiny_model, clips, good_tokens, tmp_path):
+    cases = [tmp_path / "no" / "such" / "dir" / "x", Path("/sys/magtok-test-x")]
+    (tmp_path / "afile").write_text("")
+    cases.append(tmp_path / "afile" / "x")
+    for base in cases:
+        for argv in (("tokenize", clips["bikes"], "--model", tiny_model, "-o", f"{base}.tokens", "--max-frames", "3"),
+                     ("detokenize", good_tokens, "-o", f"{base}.mp4"),
+                     ("reconstruct", clips["bikes"], "--model", tiny_model, "-o", f"{base}.mp4", "--max-frames", "3")):
+            code, _, err = cli(*argv)
+            assert code == 2 and "cannot write" in err and "Traceback" not in err, (argv, err)
+    code, _, err = cli("detokenize", good_tokens, "-o", tmp_path / "v.avi")
+    assert code == 2 and ".mp4" in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder(cli, good_tokens, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, _, err = cli("detokenize", good_tokens, "-o", ro / "v.mp4")
+        assert code == 2 and "not writable" in err
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_console_entry_in_a_subprocess(tiny_model, tmp_path):
+    """`python -m magtok.cli.main`: exit codes and one-line errors on stderr, no traceback."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MAGTOK_DEBUG", None)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    r = subprocess.run([sys.executable, "-m", "magtok.cli.main", "tokenize", str(bad), "--model", str(tiny_model),
+                        "-o", str(tmp_path / "x.tokens")], capture_output=True, text=True, env=env, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("magtok tokenize: error:") and "bad.mp4" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.tokens").exists() and leftovers(tmp_path) == []
+
+
+# ============================================================================ tokenize-dataset
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, bad_videos) -> Path:
+    clips = __import__("magtok.data", fromlist=["sample_videos"]).sample_videos()
+    d = tmp_path_factory.mktemp("dataset")
+    (d / "sub").mkdir()
+    shutil.copy(clips["bikes"], d / "bikes.mp4")
+    shutil.copy(clips["carphone_pristine"], d / "sub" / "carphone.mp4")
+    shutil.copy(clips["bigbuckbunny"], d / "sub" / "bbb.mp4")
+    sample_images(d / "photos", names=("coffee", "chelsea"))
+    shutil.copy(bad_videos["garbage"], d / "sub" / "broken.mp4")
+    (d / "notes.txt").write_text("not media")
+    return d
+
+
+DS_ARGS = ("--short-side", "16", "--max-frames", "4", "-q")
+
+
+def _contents(folder) -> dict:
+    r = ShardReader(folder)
+    assert r.duplicates == 0
+    return {vid: (r[vid].tolist(), r.meta(vid)) for vid in r.ids()}
+
+
+@pytest.fixture(scope="module")
+def one_process_shards(dataset, tiny_model, tmp_path_factory) -> Path:
+    from magtok.cli.main import main
+    out = tmp_path_factory.mktemp("shards") / "one"
+    assert main(["tokenize-dataset", str(dataset), "--model", str(tiny_model), "--out", str(out), *DS_ARGS]) == 0
+    return out
+
+
+def test_tokenize_dataset_one_process(one_process_shards, cli, dataset, tiny_model, capsys):
+    c = _contents(one_process_shards)
+    assert sorted(c) == ["bikes.mp4", "photos/chelsea.png", "photos/coffee.png", "sub/bbb.mp4", "sub/carphone.mp4"]
+    assert np.array(c["bikes.mp4"][0]).shape == (3, 8, 19)           # 4 frames padded to 5
+    assert c["bikes.mp4"][1]["extra"] == {"frames": 4, "frames_policy": "pad"}
+    assert np.array(c["photos/coffee.png"][0]).shape[0] == 1
+    r = ShardReader(one_process_shards)
+    assert r.tokenizer["tokenizer_id"] == _tok(tiny_model).fingerprint()
+    # a second run writes nothing again and still reports the unreadable file
+    index = (one_process_shards / "index-r000.jsonl").read_bytes()
+    code, out, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", one_process_shards, *DS_ARGS)
+    assert code == 0
+    assert "0 videos tokenized, 5 already present, 1 unreadable" in err and "sub/broken.mp4" in err
+    assert (one_process_shards / "index-r000.jsonl").read_bytes() == index
+    code, out, _ = cli("info", one_process_shards)
+    assert code == 0 and "videos:          5" in out
+
+
+def test_tokenize_dataset_interrupted_then_resumed(one_process_shards, cli, dataset, tiny_model, tmp_path):
+    out = tmp_path / "resumed"
+    code, _, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", out, "--limit", "2", *DS_ARGS)
+    assert code == 0 and "2 videos tokenized" in err
+    assert len(ShardReader(out)) == 2
+    code, _, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", out, *DS_ARGS)
+    assert code == 0 and "3 videos tokenized, 2 already present, 1 unreadable" in err
+    assert _contents(out) == _contents(one_process_shards)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tokenize_dataset_two_processes_equal_one(one_process_shards, dataset, tiny_model, tmp_path):
+    out = tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "magtok.cli.main", "tokenize-dataset", str(dataset),
+           "--model", str(tiny_model), "--out", str(out), *DS_ARGS]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[rank 0/2]" in r.stderr and "[rank 1/2]" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "index-r000.jsonl").exists() and (out / "index-r001.jsonl").exists()
+    assert _contents(out) == _contents(one_process_shards)

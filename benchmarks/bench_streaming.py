@@ -4,9 +4,10 @@
     python benchmarks/bench_streaming.py --heavy           # + magvit2-17x128-lfq18 at 128 px, 17 / 65 frames
     python benchmarks/bench_streaming.py --quick           # 17 and 65 frames at 128 px, no report
 
-streaming: ``with tok.streaming():`` over chunks of ``--chunk-latents`` latent frames (first chunk
-1 + (N-1) r_t frames, then N r_t), each chunk generated on the fly, so the clip never exists in
-memory as a whole; the codes are concatenated (they are small). whole: the clip is materialised
+streaming: ``with tok.streaming():``, frame 0 alone first, then chunks of ``--chunk-latents`` N
+latent frames (N r_t frames), each generated on the fly, so the clip never exists in memory as a
+whole; the codes are concatenated (they are small). Every length (17 = 1 + 16 frames included)
+runs the same chunk size, so the peaks compare across lengths. whole: the clip is materialised
 (in the setup) and encoded in one ``tok.encode`` call. Both under ``torch.no_grad()``, eval mode.
 
 Input: a smooth synthetic video (moving sinusoid gratings, values in [-0.9, 0.9]) that is a pure
@@ -112,7 +113,9 @@ def make_case(preset: str, mode: str, frames: int, size: int, chunk_latents: int
             with torch.no_grad():
                 return tok.encode(x)
     elif mode == "streaming":
-        first, step = 1 + (chunk_latents - 1) * r_t, chunk_latents * r_t
+        # frame 0 alone (it is the first latent frame), then chunks of chunk_latents * r_t frames: every
+        # clip length, 17 frames included, runs the same chunk size, so peaks compare across lengths
+        first, step = 1, chunk_latents * r_t
 
         def call():
             parts = []
@@ -200,7 +203,7 @@ def main(argv=None) -> dict:
     if args.heavy:
         cases += [("magvit2-17x128-lfq18", 128, f) for f in (17, 65)]
     results = []
-    print(f"bench_streaming: {len(cases)} sizes x 2 modes, RLIMIT_AS {mem_gb:g} GiB per child", flush=True)
+    print(f"bench_streaming: {len(cases)} inputs x 2 modes, RLIMIT_AS {mem_gb:g} GiB per child", flush=True)
     for preset, size, frames in cases:
         for mode in ("streaming", "whole"):
             r = _one(preset, mode, frames, size, args.chunk_latents, mem_gb, args.timeout, args.repeats)
@@ -273,9 +276,9 @@ Load average at start / end (shared machine): {la0} / {la1}
 Every child process: `torch.set_num_threads({THREADS})`, `torch.set_flush_denormal(True)`, RLIMIT_AS {out['mem_limit_gb']:g} GiB.
 
 Encoding a synthetic smooth video (batch 1, float32, random initialisation, eval mode, `torch.no_grad()`).
-**streaming**: `with tok.streaming():` over chunks of {out['chunk_latents']} latent frames (first chunk
-{1 + (out['chunk_latents'] - 1) * 4} frames, then {out['chunk_latents'] * 4}, for r_t = 4), each chunk generated on the fly so
-the clip never exists as a whole. **whole-clip**: the clip materialised, one `tok.encode` call. **peak**: the
+**streaming**: `with tok.streaming():`, frame 0 alone first (the first latent frame), then chunks of
+{out['chunk_latents']} latent frames ({out['chunk_latents'] * 4} frames at r_t = 4), each chunk generated on the fly so the clip
+never exists as a whole; every length, 17 frames included, runs the same chunk size. **whole-clip**: the clip materialised, one `tok.encode` call. **peak**: the
 child's resident-memory high-water mark above the interpreter with torch and magtok imported (weights, input,
 activations, temporaries); **whole-clip work**: the encode call's peak above the process after its setup
 (input and weights excluded). Times: median of 2 runs after 1 warmup for <= 65 frames, a single run for longer

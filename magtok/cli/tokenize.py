@@ -47,7 +47,6 @@ Finding the model for ``detokenize`` (no ``--model``)
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -389,7 +388,7 @@ def _to_file_layout(codes: torch.Tensor) -> torch.Tensor:
     return codes.permute(3, 0, 1, 2).contiguous() if codes.dim() == 4 else codes
 
 
-def _from_file_layout(codes: torch.Tensor, num_codebooks: int) -> torch.Tensor:
+def _from_file_layout(codes: torch.Tensor) -> torch.Tensor:
     """Token file codes -> batched tokenizer codes (1, T', H', W'[, N])."""
     if codes.dim() == 4:
         codes = codes.permute(1, 2, 3, 0)
@@ -656,7 +655,7 @@ def cmd_detokenize(args) -> int:
     n_books = header["num_codebooks"]
     if n_books != tok.quantizer.num_codebooks:
         raise CommandError(f"{args.tokens} has {n_books} codebooks; the model has {tok.quantizer.num_codebooks}")
-    codes = _from_file_layout(codes, n_books)                 # (1, T', H', W'[, N])
+    codes = _from_file_layout(codes)               # (1, T', H', W'[, N])
     r_t = tok.time_compression
     t_lat = codes.shape[1]
     decoded = 1 + (t_lat - 1) * r_t
@@ -927,14 +926,21 @@ def cmd_info(args) -> int:
 
 # ============================================================================ parsers
 def _guarded(fn):
-    """Turn OS and FFmpeg errors about the user's files into one-line messages (exit code 2)."""
+    """Turn OS and FFmpeg errors about the user's files into one-line messages (exit code 2).
+
+    Other exceptions are bugs and keep their traceback."""
     def run(args):
         try:
             return fn(args)
         except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError):
             raise
-        except OSError as e:  # ENOSPC, EROFS, av.error.* (FFmpegError subclasses OSError) ...
+        except OSError as e:  # ENOSPC, EROFS, EIO ...
             raise CommandError(f"{type(e).__name__}: {e}") from None
+        except Exception as e:
+            import av
+            if isinstance(e, av.error.FFmpegError):   # encoding / muxing errors of the output video
+                raise CommandError(f"FFmpeg: {e}") from None
+            raise
     run.__name__ = fn.__name__
     return run
 
@@ -966,7 +972,7 @@ def _add_compute(p) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenize", help="videos -> token files",
                               description="Encode videos (or images) into token files, streaming chunk by chunk.")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (mp4, webm, mkv, ...) or images")
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (config.json + model.safetensors)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="token file for one video; a folder for several (files <name>.tokens)")
@@ -1004,7 +1010,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("tokenize-dataset", help="a folder of videos -> token shards",
                               description="Tokenize every video and image under DIR (recursive, sorted) into "
                                           "token shards. Launched with torchrun / accelerate launch, process r "
-                                          "takes files i %% world == r. Resumable: ids already in the shards are "
+                                          "takes files i % world == r. Resumable: ids already in the shards are "
                                           "skipped. Unreadable files are reported at the end.")
     p.add_argument("data", metavar="DIR")
     p.add_argument("--model", required=True, metavar="DIR")

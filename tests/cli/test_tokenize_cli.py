@@ -299,7 +299,8 @@ def good_tokens(cli, tiny_model, clips, tmp_path) -> Path:
 
 def test_damaged_token_files(cli, tiny_model, good_tokens, tmp_path):
     data = good_tokens.read_bytes()
-    cases = {"truncated": (data[:-40], "truncated"), "flipped": (data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:], "CRC"),
+    flipped = data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:]          # a payload byte
+    cases = {"truncated": (data[:-40], "truncated"), "flipped": (flipped, "CRC"),
              "notokens": (b"hello world, not tokens", "not a magtok token file")}
     out = tmp_path / "out"
     out.mkdir()
@@ -342,6 +343,26 @@ def test_existing_outputs_are_refused_unless_overwrite(cli, tiny_model, clips, g
                        "--max-frames", "3", "--overwrite", "-q")
     assert code == 0 and load_tokens(good_tokens).header["grid"] == [2, 8, 19]
     assert leftovers(tmp_path) == [] and leftovers(good_tokens.parent) == []
+
+
+def test_a_failure_while_writing_leaves_no_partial_video(cli, tiny_model, good_tokens, tmp_path, monkeypatch):
+    """Frames are written chunk by chunk into a hidden temporary file: a failure after the first chunk
+    (here a decoder error; the same holds for Ctrl-C) removes it and leaves no output."""
+    import magtok.cli.tokenize as T
+    real, calls = T._decode, []
+
+    def failing(tok, codes, tile):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("decoder exploded")
+        return real(tok, codes, tile)
+
+    monkeypatch.setattr(T, "_decode", failing)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = cli("detokenize", good_tokens, "-o", out / "v.mp4", "--chunk-latents", "1")
+    assert code == 2 and "decoder exploded" in err and len(calls) == 2
+    assert list(out.iterdir()) == []
 
 
 def test_unwritable_outputs(cli, tiny_model, clips, good_tokens, tmp_path):

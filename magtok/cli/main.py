@@ -14,11 +14,10 @@ import sys
 
 import torch
 
+from magtok.cli.errors import UserError
+
 SUBCOMMAND_MODULES = ("train", "demo", "tokenize", "eval")
 
-
-class UserError(Exception):
-    """An error whose message tells the user what to do; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

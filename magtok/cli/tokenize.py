@@ -59,7 +59,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from magtok.cli.main import UserError
+from magtok.cli.errors import UserError
 
 MODEL_PATH_ENV = "MAGTOK_MODEL_PATH"
 TOKEN_SUFFIX = ".tokens"

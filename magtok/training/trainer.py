@@ -108,6 +108,10 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.skipped_steps = 0
         self.logger = RunLogger(self.out, enabled=self.acc.is_main_process)
+        skipped = getattr(train_data, "skipped", None) or {}
+        if skipped:
+            self.logger.info(f"skipped {len(skipped)} unusable training file(s): "
+                             + "; ".join(f"{p}: {why}" for p, why in sorted(skipped.items())))
         if self.resume_from is not None:
             self._load(self.resume_from)
 

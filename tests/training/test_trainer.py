@@ -130,3 +130,35 @@ def test_two_processes_keep_identical_parameters_and_ema(tmp_path):
     for key in ("model", "ema", "disc"):
         assert r0[key] == r1[key], f"{key} differs between ranks"
     assert r0["ema"] != r0["ema_init"]  # the EMA moved during training
+
+
+def test_trains_on_a_folder_with_broken_files_and_reports_them(tmp_path):
+    import warnings
+
+    from magtok.data import make_sample_folder, write_video
+
+    data = make_sample_folder(tmp_path / "data", videos=("carphone_pristine",), images=False).train
+    (data / "corrupt.mp4").write_bytes(bytes(range(256)) * 40)
+    real = (data / "carphone_pristine.mp4").read_bytes()
+    (data / "truncated.mp4").write_bytes(real[: len(real) // 3])
+    write_video(data / "short.mp4", torch.zeros(3, 3, 32, 32), fps=10)  # 3 frames < 5 needed
+    cfg = tiny_config(tmp_path / "run", steps=2, gan=False)
+    cfg.data.train_dir, cfg.data.size = str(data), (16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = Trainer(cfg, progress=False)
+    assert sorted(Path(p).name for p in t.train_data.skipped) == ["corrupt.mp4", "short.mp4", "truncated.mp4"]
+    t.fit()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "skipped 3 unusable training file(s)" in log and "truncated.mp4" in log
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("data/skipped_files") == 3.0 for r in rows)
+
+
+def test_empty_data_folder_is_an_error_before_training(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = tiny_config(tmp_path / "run", steps=2, gan=False)
+    cfg.data.train_dir = str(tmp_path / "empty")
+    with pytest.raises(ValueError, match="empty"):
+        Trainer(cfg, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -16,14 +16,6 @@ from magtok.losses.discriminators import (
 SMALL = dict(dim=8, max_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These nets are tiny: one thread is fastest, and 2 threads on a busy 2-core box spin-wait
-    (measured 30-60x slower). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------- blur

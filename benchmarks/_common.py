@@ -260,9 +260,10 @@ def load_average() -> str:
 
 
 def header_lines(command: str, started: _dt.datetime, wall_s: float, info: dict | None = None,
-                 load_start: str | None = None) -> str:
+                 load_start: str | None = None, load_end: str | None = None) -> str:
     info = info or machine_info()
-    load = f"; load average (1/5/15 min) at start {load_start}, at end {load_average()}" if load_start else ""
+    load = (f"; load average (1/5/15 min) at start {load_start}, at end {load_end or load_average()}"
+            if load_start else "")
     return (
         f"Command: `{command}` ({wall_s / 60:.1f} min wall clock, started {started:%Y-%m-%d %H:%M} UTC{load})  \n"
         f"Machine: {machine_info_markdown(info)}  \n"
@@ -302,9 +303,11 @@ Measured on CPU. Each number comes from a fresh child process (`benchmarks/_meas
 up to ~50x slower and random initialisations hit them in both implementations; flushing them makes the
 timings reproducible and does not change the results beyond ~1e-38). Times are medians over the
 repeats after warmup. "work memory" is the peak resident memory of the measured call above what the
-process held before it (model, optimizer state and inputs excluded): the kernel's high-water mark
-(`VmHWM`) is reset before the first timed call. The machine is shared with other jobs, so expect
-+-20% timing noise; ratios between runs done back to back are more reliable than absolute times.
+process held before it (model weights and inputs excluded; for training steps the gradients and the
+AdamW state are included): the kernel's high-water mark (`VmHWM`) is reset before the first call.
+The machine is shared with other jobs (test suites of parallel work ran during these measurements;
+each section states the load average), so expect +-20% timing noise or more; ratios between runs
+done back to back, in alternating order, are more reliable than absolute times.
 
 Regenerate: `make bench` (all sections below that have a script, `benchmarks/run_all.py`) or one
 script at a time (see `benchmarks/README.md`). Raw results: `benchmarks/results/*.json`.

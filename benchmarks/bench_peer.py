@@ -295,8 +295,11 @@ def prepare_weights(spec: str, size: int, folder: Path) -> Path:
 
 def _settings(spec: str, op: str, frames: int, args) -> dict:
     heavy = SPECS[spec].get("heavy", False)
-    if op in ("train", "train_full"):
-        reps, warm = (args.heavy_train_repeats, 1) if heavy else (args.train_repeats, 1)
+    if op == "train_full":
+        reps, warm = args.full_repeats, 0
+        timeout = args.heavy_timeout if heavy else args.timeout
+    elif op == "train":
+        reps, warm = (args.heavy_train_repeats, 0) if heavy else (args.train_repeats, 1)
         timeout = args.heavy_timeout if heavy else args.timeout
     else:
         reps, warm = (args.heavy_repeats, 1) if heavy else (args.repeats, 1)
@@ -329,7 +332,7 @@ def compare(spec: str, op: str, frames: int, size: int, weights: Path, args) -> 
     runs of all rounds are pooled, so a change of machine load hits both alike."""
     st = _settings(spec, op, frames, args)
     heavy = SPECS[spec].get("heavy", False)
-    rounds = 1 if (heavy or args.quick) else max(1, args.rounds)
+    rounds = 1 if (heavy or args.quick or frames != args.frames or op == "train_full") else max(1, args.rounds)
     out = {"spec": spec, "op": op, "frames": frames, "size": size, "rounds": rounds, **st}
     target = f"{Path(__file__).resolve()}:make_case"
     runs: dict[str, list] = {"magtok": [], "peer": []}
@@ -338,7 +341,8 @@ def compare(spec: str, op: str, frames: int, size: int, weights: Path, args) -> 
             if runs[impl] and not runs[impl][-1].get("ok"):
                 continue  # failed once: do not repeat a failure (OOM, timeout)
             mem_limit = args.peer_mem_gb if (impl == "peer" and heavy and op.startswith("train")) else args.mem_gb
-            need_free = mem_limit + 1.0 if mem_limit > args.mem_gb else None
+            # the address-space limit includes ~2 GiB of mapped libraries that are never resident
+            need_free = mem_limit - 1.0 if mem_limit > args.mem_gb else None
             kw = dict(impl=impl, spec=spec, op=op, frames=frames, size=size, weights=str(weights))
             runs[impl].append(run(target, kw, mem_limit_gb=mem_limit, need_free_gb=need_free,
                                   label=f"{impl:6s} {spec} {op} {frames}f" + (f" r{k + 1}" if rounds > 1 else ""),
@@ -392,13 +396,16 @@ def main(argv=None) -> dict:
                     help="extra clip lengths for encode (frame scaling)")
     ap.add_argument("--scale-specs", nargs="*", default=["conv", "attn"], choices=list(SPECS),
                     help="specs that get the frame scaling (the magvit2 spec at 65 frames takes ~3 min per run)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of encode / decode per child (after 1 warmup)")
-    ap.add_argument("--train-repeats", type=int, default=2, help="timed training steps per child (after 1 warmup)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of encode / decode per child (after 1 warmup)")
+    ap.add_argument("--train-repeats", type=int, default=1, help="timed training steps per child (after 1 warmup)")
+    ap.add_argument("--full-repeats", type=int, default=1,
+                    help="timed steps with perceptual + adversarial losses (no warmup, one child per implementation)")
     ap.add_argument("--scale-repeats", type=int, default=2, help="at most this many timed runs per child beyond 17 frames")
     ap.add_argument("--rounds", type=int, default=2,
                     help="child processes per implementation and measurement, in alternating order (light specs)")
-    ap.add_argument("--heavy-repeats", type=int, default=2, help="encode / decode runs of the magvit2 spec")
-    ap.add_argument("--heavy-train-repeats", type=int, default=1, help="train runs of the magvit2 spec")
+    ap.add_argument("--heavy-repeats", type=int, default=1, help="encode / decode runs of the magvit2 spec (after 1 warmup)")
+    ap.add_argument("--heavy-train-repeats", type=int, default=1,
+                    help="train runs of the magvit2 spec (no warmup: one step takes minutes)")
     ap.add_argument("--mem-gb", type=float, default=12.0, help="address-space limit per child")
     ap.add_argument("--peer-mem-gb", type=float, default=20.0, help="limit of the peer's magvit2-spec training child")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
@@ -406,7 +413,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: conv + attn at 9x64x64 (+ 17 frames for scaling), 1 run each, no report")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md / results json")
+    ap.add_argument("--merge", action="store_true",
+                    help="merge this run's cases into benchmarks/results/peer.json (replacing the same spec/op/frames) "
+                         "instead of replacing the whole report, e.g. to redo one case that was skipped")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the BENCHMARKS.md section from benchmarks/results/peer.json without measuring")
     args = ap.parse_args(argv)
+    if args.report_only:
+        import json
+
+        from _common import RESULTS_DIR
+
+        result = json.loads((RESULTS_DIR / "peer.json").read_text())
+        write_section("Side by side with magvit2-pytorch", report(result))
+        print("BENCHMARKS.md section rewritten from benchmarks/results/peer.json")
+        return result
     if args.quick:
         args.specs = [s for s in args.specs if not SPECS[s].get("heavy")]
         args.size, args.frames, args.scale_frames = 64, 9, [17]
@@ -441,11 +462,7 @@ def main(argv=None) -> dict:
     wall = time.perf_counter() - t0
 
     # target: encode and decode >= 1.5x faster than the peer
-    targets = []
-    for c in cases:
-        if c["op"] in ("encode", "decode") and c["magtok"].get("ok") and c["peer"].get("ok"):
-            speedup = c["peer"]["median_s"] / c["magtok"]["median_s"]
-            targets.append(dict(spec=c["spec"], op=c["op"], speedup=speedup, met=speedup >= 1.5))
+    targets = _targets(cases)
     for t in targets:
         print(f"target {t['spec']} {t['op']}: peer/magtok = {t['speedup']:.2f}x (>= 1.5x: "
               f"{'met' if t['met'] else 'NOT met'})", flush=True)
@@ -457,6 +474,8 @@ def main(argv=None) -> dict:
     print(f"bench_peer done in {wall / 60:.1f} min", flush=True)
     if args.no_write or args.quick:
         return result
+    if args.merge:
+        result = merge_into_saved(result)
     save_json("peer", result)
     write_machine_section(result["machine"])
     write_section("Side by side with magvit2-pytorch", report(result, args))
@@ -464,7 +483,39 @@ def main(argv=None) -> dict:
     return result
 
 
-def report(result: dict, args) -> str:
+def merge_into_saved(new: dict) -> dict:
+    """The saved results with this run's cases put in place of the ones they redo."""
+    import json
+
+    from _common import RESULTS_DIR
+
+    path = RESULTS_DIR / "peer.json"
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    key = lambda c: (c["spec"], c["op"], c["frames"], c["size"])  # noqa: E731
+    for group in ("cases", "scaling"):
+        fresh = {key(c): c for c in new[group]}
+        merged = [fresh.pop(key(c), c) for c in old.get(group, [])]
+        old[group] = merged + list(fresh.values())
+    old.setdefault("updates", []).append(dict(command=new["command"], started=new["started"], wall_s=new["wall_s"],
+                                              load_start=new.get("load_start"), load_end=new.get("load_end"),
+                                              cases=[f"{c['spec']} {c['op']} {c['frames']}f" for c in new["cases"]]))
+    old["specs"].update(new["specs"])
+    old["targets"] = _targets(old["cases"])
+    return old
+
+
+def _targets(cases: list) -> list:
+    out = []
+    for c in cases:
+        if c["op"] in ("encode", "decode") and c["magtok"].get("ok") and c["peer"].get("ok"):
+            speedup = c["peer"]["median_s"] / c["magtok"]["median_s"]
+            out.append(dict(spec=c["spec"], op=c["op"], speedup=speedup, met=speedup >= 1.5))
+    return out
+
+
+def report(result: dict, args=None) -> str:
     from _measure import markdown_table
 
     started = __import__("datetime").datetime.fromisoformat(result["started"])
@@ -489,7 +540,10 @@ def report(result: dict, args) -> str:
     t_lines = "\n".join(
         f"- `{t['spec']}` {t['op']}: peer / magtok = {t['speedup']:.2f}x -> {'met' if t['met'] else '**not met**'}"
         for t in result["targets"]) or "- not measured in this run"
-    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'], result.get('load_start'))}
+    updates = "".join(
+        f"  \nUpdated with `{u['command']}` (started {u['started'][:16].replace('T', ' ')} UTC, {u['wall_s'] / 60:.1f} min, "
+        f"load average at start {u.get('load_start')}): {', '.join(u['cases'])}" for u in result.get("updates", []))
+    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'], result.get('load_start'), result.get('load_end'))}{updates}
 
 Both implementations get the same layer spec and the same weights: the peer (magvit2-pytorch 0.5.1) is built
 once with a fixed seed, no VGG and no GAN (`magtok.testing.peer.build_peer_tokenizer`), its temporal padding
@@ -509,20 +563,23 @@ What runs:
   `perceptual_loss_weight=0, use_gan=False`, its cheapest path to the same MSE + aux sum (its LFQ computes the
   entropy over all 2^d codes, magtok's over bit groups).
 - **train step (+ perceptual + adversarial)**, each library's default recipe, so *not* the same computation:
-  - magtok (`Trainer.train_step` with the `LossConfig` defaults): L1 + 0.1 x LPIPS-VGG16 on 2 random frames per
-    clip + aux + adaptive-weighted hinge loss of a 2D frame discriminator (dim 32) on every frame, grad clip
-    1.0, AdamW; discriminator step on the same, detached reconstructions.
+  - magtok (what `Trainer.train_step` runs with the `LossConfig` defaults once the adversarial part is on, i.e.
+    after `adversarial_start_step`): L1 + 0.1 x LPIPS-VGG16 on 2 random frames per clip + aux +
+    adaptive-weighted hinge loss of a 2D frame discriminator (dim 32) on every frame, grad clip 1.0, AdamW;
+    then the discriminator step on the same, detached reconstructions (no second tokenizer pass).
   - peer (`VideoTokenizerTrainer.train_step`): `forward(return_loss=True)` = MSE + aux + 0.1 x VGG16 feature
     MSE on one random frame + adaptive-weighted hinge loss of its default image discriminator (dim = latent
     width, up to 512) on one random frame, grad clip 1.0, AdamW; then `forward(return_discr_loss=True)`, which
-    **runs the whole tokenizer forward again** (with autograd on), gradient penalty on, discriminator AdamW.
+    **runs the whole tokenizer forward again** (with autograd on, LFQ entropy included), gradient penalty on
+    (its trainer applies it every 4th step), discriminator AdamW.
   - The peer's VGG16 needs torchvision's ImageNet weights, a download: offline it cannot run its perceptual
     loss at all. Here it gets a module of torchvision's VGG16 architecture (`classifier[:-2]`, 25088 -> 4096 ->
     4096) with random weights through its `vgg=` argument (weights do not change the cost); as in the peer,
     its parameters keep `requires_grad=True`, so every generator step also computes VGG weight gradients.
-- Time: median of all timed runs. Column warmup+runs: `2x(1+3)` = two child processes per implementation, in
-  alternating order (magtok, peer, peer, magtok), each with 1 warmup and 3 timed runs, pooled (a change of
-  machine load then hits both alike). CPU time: median user + system CPU seconds of the step (all threads),
+- Time: median of all timed runs. Column warmup+runs: `2x(1+2)` = two child processes per implementation, in
+  alternating order (magtok, peer, peer, magtok), each with 1 warmup and 2 timed runs, pooled (a change of
+  machine load then hits both alike); `0+1` = a single cold run in one child per implementation (the steps
+  with perceptual + adversarial losses and the magvit2 spec's training step, which take minutes here). CPU time: median user + system CPU seconds of the step (all threads),
   less sensitive than wall-clock time to other jobs on the machine. Work memory: peak RSS of the step above the
   process's state before it (model, inputs; for training the AdamW state and gradients are part of the work
   memory). Failures (OOM under the child's address-space limit, timeouts, exceptions) are reported in place

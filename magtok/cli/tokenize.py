@@ -15,6 +15,9 @@ Streaming
     the video and the codes equal whole-clip encoding. Detokenizing decodes N latent frames at a
     time and writes frames to the output file as they come (a hidden temporary file in the output
     folder, renamed over the target at the end: a failure never leaves a half-written file).
+    On glibc, the resident memory still creeps up by ~25 % over the first chunks (heap fragmentation,
+    not kept state); ``MALLOC_MMAP_THRESHOLD_=65536`` in the environment keeps it flat, a little slower
+    (BENCHMARKS.md, "Streaming").
 
 Size
     ``--size H W``: resize so that the frame covers H x W (aspect kept), then centre crop.
@@ -67,8 +70,8 @@ _IMAGE_OUT = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class CommandError(UserError, ValueError):
-    """A message for the user. Also a ValueError, so that the dispatcher catches it even when
-    ``magtok/cli/main.py`` runs as ``__main__`` (a second copy of ``UserError``)."""
+    """A message for the user (printed without a traceback, exit code 2). Also a ValueError, like the
+    library's own input errors, so that callers of these functions can catch either."""
 
 
 # ============================================================================ models

@@ -144,14 +144,10 @@ def make_case(preset: str, mode: str, frames: int, size: int, chunk_latents: int
 
 # ============================================================================ in the parent
 def _mem_available_gib() -> float:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 16.0
+    from _common import mem_available_gib
+
+    avail = mem_available_gib()
+    return 16.0 if math.isinf(avail) else avail
 
 
 def _one(preset, mode, frames, size, chunk_latents, mem_gb, timeout, repeats_small, env=None) -> dict:

@@ -81,7 +81,7 @@ def peer_needs_gib(bits: int, tokens: int) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bits", type=int, nargs="+", default=[10, 14, 16, 18, 20], help="log2 codebook sizes")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs of magtok bit_groups (after 1 warmup)")
+    ap.add_argument("--repeats", type=int, default=9, help="timed runs of magtok bit_groups (after 1 warmup)")
     ap.add_argument("--exact-repeats", type=int, default=3)
     ap.add_argument("--peer-repeats", type=int, default=3)
     ap.add_argument("--exact-single-from", type=int, default=18,
@@ -93,7 +93,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
     ap.add_argument("--quick", action="store_true", help="2^10 and 2^14, 1 repeat, no BENCHMARKS.md update")
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md / results json")
+    ap.add_argument("--merge", action="store_true",
+                    help="merge this run's measurements into benchmarks/results/lfq.json (per size and implementation)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the section from benchmarks/results/lfq.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        import json
+
+        from _common import RESULTS_DIR
+
+        result = json.loads((RESULTS_DIR / "lfq.json").read_text())
+        write_section("LFQ entropy loss", render(result))
+        print("BENCHMARKS.md section rewritten from benchmarks/results/lfq.json")
+        return result
     if args.quick:
         args.bits = [b for b in args.bits if b <= 14] or [10]
         args.repeats = args.exact_repeats = args.peer_repeats = 1
@@ -101,7 +113,7 @@ def main(argv=None) -> dict:
     started, t0, load0 = utcnow(), time.perf_counter(), load_average()
     tokens = 8 * 32 * 32
     spec = f"{Path(__file__).resolve()}:make_lfq_step"
-    rows, raw = [], []
+    raw = []
     for bits in args.bits:
         print(f"LFQ 2^{bits} codes, {tokens} tokens", flush=True)
         r_bg = run(spec, dict(impl="magtok", bits=bits, mode="bit_groups"), repeats=args.repeats, warmup=1,
@@ -118,44 +130,101 @@ def main(argv=None) -> dict:
             one_matrix = tokens * 2**bits * 4 / 1024**3
             # a child whose first tokens x 2^d matrix is over its limit fails on that allocation without
             # touching memory; otherwise it may touch up to its limit: then require that much free memory
-            need_free = None if (need <= 2 or one_matrix >= args.peer_mem_gb) else min(need, args.peer_mem_gb) + 1.5
+            # (the address-space limit includes ~1-2 GiB of mapped but never resident libraries)
+            need_free = None if (need <= 2 or one_matrix >= args.peer_mem_gb) else min(need, args.peer_mem_gb) - 1.0
             r_peer = run(spec, dict(impl="peer", bits=bits), repeats=args.peer_repeats, warmup=1,
                          mem_limit_gb=args.peer_mem_gb, timeout_s=args.timeout, need_free_gb=need_free,
                          label="peer (vector-quantize-pytorch)")
         raw.append(dict(bits=bits, magtok_bit_groups=r_bg, magtok_exact=r_ex, peer=r_peer))
-        row = {
-            "codes": f"2^{bits}",
-            "bg_t": cell_time(r_bg), "bg_m": cell_mem(r_bg),
-            "ex_t": cell_time(r_ex) if r_ex else "not run", "ex_m": cell_mem(r_ex) if r_ex else "-",
-            "peer_t": cell_time(r_peer) if r_peer else "not run", "peer_m": cell_mem(r_peer) if r_peer else "-",
-        }
-        if r_peer and r_peer.get("ok") and r_bg.get("ok"):
-            row["rt"] = ratio(r_peer["median_s"], r_bg["median_s"])
-            row["rm"] = ratio(r_peer.get("work_mib"), r_bg.get("work_mib"))
-        else:
-            row["rt"] = row["rm"] = "-"
-        rows.append(row)
 
-    # target: magtok (default mode) at 2^18 costs <= 1.5x the time and memory of 2^10
-    by_bits = {d["bits"]: d["magtok_bit_groups"] for d in raw}
-    target = None
-    if 10 in by_bits and 18 in by_bits and by_bits[10].get("ok") and by_bits[18].get("ok"):
-        a, b = by_bits[10], by_bits[18]
-        tr = b["median_s"] / a["median_s"]
-        mr = b["work_mib"] / a["work_mib"] if a.get("work_mib") else None
-        target = dict(time_ratio=tr, mem_ratio=mr, ok=tr <= 1.5 and (mr is not None and mr <= 1.5))
-        print(f"target magtok 2^18 vs 2^10: time {tr:.2f}x, memory {mr:.2f}x (<= 1.5x each): "
-              f"{'MET' if target['ok'] else 'NOT MET'}", flush=True)
     wall = time.perf_counter() - t0
     command = "python benchmarks/bench_lfq.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    settings = dict(repeats=args.repeats, exact_repeats=args.exact_repeats, peer_repeats=args.peer_repeats,
+                    exact_single_from=args.exact_single_from, exact_timeout=args.exact_timeout,
+                    peer_mem_gb=args.peer_mem_gb, timeout=args.timeout)
     result = dict(command=command.strip(), started=started.isoformat(), wall_s=wall, tokens=tokens,
-                  loss_kwargs=LOSS_KWARGS, machine=machine_info(), rows=raw, target=target)
+                  load_start=load0, load_end=load_average(), loss_kwargs=LOSS_KWARGS, machine=machine_info(),
+                  settings=settings, rows=raw)
+    result["target"] = _target(raw)
+    t = result["target"]
+    if t:
+        print(f"target magtok 2^18 vs 2^10: time {t['time_ratio']:.2f}x, memory {t['mem_ratio']:.2f}x (<= 1.5x each): "
+              f"{'MET' if t['ok'] else 'NOT MET'}", flush=True)
     if args.no_write or args.quick:
         print(f"done in {wall / 60:.1f} min (not written: --quick/--no-write)")
         return result
+    if args.merge:
+        result = _merge_saved(result)
     save_json("lfq", result)
+    write_machine_section(result["machine"])
+    write_section("LFQ entropy loss", render(result))
+    print(f"done in {wall / 60:.1f} min; BENCHMARKS.md and benchmarks/results/lfq.json updated")
+    return result
+
+
+def _target(raw: list) -> dict | None:
+    """magtok (default mode) at 2^18 costs <= 1.5x the time and memory of 2^10."""
+    by_bits = {d["bits"]: d.get("magtok_bit_groups") or {} for d in raw}
+    a, b = by_bits.get(10, {}), by_bits.get(18, {})
+    if not (a.get("ok") and b.get("ok")):
+        return None
+    tr = b["median_s"] / a["median_s"]
+    mr = b["work_mib"] / a["work_mib"] if a.get("work_mib") else None
+    return dict(time_ratio=tr, mem_ratio=mr, ok=tr <= 1.5 and (mr is not None and mr <= 1.5))
+
+
+def _merge_saved(new: dict) -> dict:
+    """The saved results with this run's measurements (per codebook size and implementation) put in."""
+    import json
+
+    from _common import RESULTS_DIR
+
+    path = RESULTS_DIR / "lfq.json"
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    rows = {d["bits"]: d for d in old["rows"]}
+    done = []
+    for d in new["rows"]:
+        slot = rows.setdefault(d["bits"], {"bits": d["bits"]})
+        for key in ("magtok_bit_groups", "magtok_exact", "peer"):
+            if d.get(key) is not None:
+                slot[key] = d[key]
+                done.append(f"2^{d['bits']} {key}")
+    old["rows"] = [rows[b] for b in sorted(rows)]
+    old["target"] = _target(old["rows"])
+    old.setdefault("updates", []).append(dict(command=new["command"], started=new["started"], wall_s=new["wall_s"],
+                                              load_start=new.get("load_start"), settings=new["settings"],
+                                              measured=done))
+    return old
+
+
+def _time_cell(r: dict | None, with_min: bool = False) -> str:
+    if not r:
+        return "not run"
+    if with_min and r.get("ok") and r.get("min_s") is not None and len(r.get("times_s") or []) > 1:
+        return f"{cell_time(r)} (min {format_time(r['min_s'])})"
+    return cell_time(r)
+
+
+def render(result: dict) -> str:
+    """The BENCHMARKS.md section from a (possibly merged) result."""
+    import datetime as dt
+
     from _measure import markdown_table
 
+    rows = []
+    for d in result["rows"]:
+        r_bg, r_ex, r_peer = d.get("magtok_bit_groups"), d.get("magtok_exact"), d.get("peer")
+        ok = bool(r_peer and r_peer.get("ok") and r_bg and r_bg.get("ok"))
+        rows.append({
+            "codes": f"2^{d['bits']}",
+            "bg_t": _time_cell(r_bg, with_min=True), "bg_m": cell_mem(r_bg) if r_bg else "-",
+            "ex_t": _time_cell(r_ex), "ex_m": cell_mem(r_ex) if r_ex else "-",
+            "peer_t": _time_cell(r_peer), "peer_m": cell_mem(r_peer) if r_peer else "-",
+            "rt": ratio(r_peer["median_s"], r_bg["median_s"]) if ok else "-",
+            "rm": ratio(r_peer.get("work_mib"), r_bg.get("work_mib")) if ok else "-",
+        })
     table = markdown_table(rows, [
         ("codes", "codebook"),
         ("bg_t", "magtok bit_groups: time"), ("bg_m", "work memory"),
@@ -163,34 +232,41 @@ def main(argv=None) -> dict:
         ("peer_t", "peer LFQ: time"), ("peer_m", "work memory"),
         ("rt", "time peer / magtok"), ("rm", "memory peer / magtok"),
     ])
+    target = result.get("target")
     if target:
         check = (f"Target (magtok default at 2^18 costs <= 1.5x the time and memory of 2^10): time "
                  f"{target['time_ratio']:.2f}x, memory {target['mem_ratio']:.2f}x -> "
-                 f"**{'met' if target['ok'] else 'NOT met'}**.")
+                 f"**{'met' if target['ok'] else 'NOT met'}**. (At 2^10 the default mode has one 10-bit group, "
+                 f"8192 x 1024 probabilities; at 2^18 two 9-bit groups, 2 x 8192 x 512; at 2^20 two 10-bit groups.)")
     else:
         check = "Target 2^18 vs 2^10: not measured in this run."
-    body = f"""{header_lines(command.strip(), started, wall, result['machine'], load0)}
+    st = {**dict(repeats=5, exact_repeats=3, peer_repeats=3, exact_single_from=18, exact_timeout=900.0,
+                 peer_mem_gb=20.0, timeout=300.0), **(result.get("settings") or {})}
+    started = dt.datetime.fromisoformat(result["started"])
+    updates = "".join(
+        f"  \nUpdated with `{u['command']}` (started {u['started'][:16].replace('T', ' ')} UTC, "
+        f"load average at start {u.get('load_start')}): {', '.join(u['measured'])}" for u in result.get("updates", []))
+    tokens = result["tokens"]
+    return f"""{header_lines(result['command'], started, result['wall_s'], result['machine'], result.get('load_start'),
+                     result.get('load_end'))}{updates}
 
 Forward (train mode) + `aux_loss.backward()` on z of shape (8, d, 1, 32, 32) = {tokens} tokens, d = log2(codebook
 size), float32. magtok `LFQ` in its default `codebook_entropy="bit_groups"` mode (exact per-sample entropy;
 codebook entropy summed over bit groups of <= 10 bits) and in `"exact"` mode (the joint codebook entropy over all
-2^d codes, in chunks of 4096 codes, recomputed in the backward); the peer is `vector_quantize_pytorch.LFQ`
-as magvit2-pytorch builds it (entropy weight 0.1, commitment 1.0, diversity
-gamma 2.5, soft clamp 10), which materialises tokens x 2^d distance / probability matrices. Medians of
-{args.repeats} (bit_groups) / {args.exact_repeats} (exact; from 2^{args.exact_single_from} on a single run without
-warmup, timeout {args.exact_timeout:g} s) / {args.peer_repeats} (peer) runs after one warmup;
-peer children run under a {args.peer_mem_gb:g} GiB address-space limit, every child under a
-{args.timeout:g} s timeout; "work memory" = peak RSS of the step above the state before it.
+2^d codes, in chunks of 4096 codes, recomputed in the backward); the peer is `vector_quantize_pytorch.LFQ` as
+magvit2-pytorch builds it (entropy weight 0.1, commitment 1.0, diversity gamma 2.5, soft clamp 10), which
+materialises tokens x 2^d distance / probability matrices. Medians of {st['repeats']} (bit_groups; the fastest run
+in brackets: at ~0.1 s a step this small is easily slowed by other jobs) / {st['exact_repeats']} (exact; from
+2^{st['exact_single_from']} on a single run without warmup, timeout {st['exact_timeout']:g} s) / {st['peer_repeats']}
+(peer) runs after one warmup; peer children run under a {st['peer_mem_gb']:g} GiB address-space limit (an
+allocation past it fails inside the child: OOM), every child under a {st['timeout']:g} s timeout; "work memory" =
+peak RSS of the step above the state before it.
 
 {table}
 
 {check}
 
 Raw results: `benchmarks/results/lfq.json`."""
-    write_machine_section(result["machine"])
-    write_section("LFQ entropy loss", body)
-    print(f"done in {wall / 60:.1f} min; BENCHMARKS.md and benchmarks/results/lfq.json updated")
-    return result
 
 
 if __name__ == "__main__":

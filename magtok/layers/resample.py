@@ -61,9 +61,9 @@ class SpatialDownsample2x(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.blur is not None:
             x = self.blur(x)
-        b = x.shape[0]
-        out = self.conv(rearrange(x, "b c t h w -> (b t) c h w"))
-        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+        # the per-frame 2D conv as a 3D conv with a time kernel of 1: no (b t) rearrange copies
+        return F.conv3d(x, self.conv.weight.unsqueeze(2), self.conv.bias, stride=(1, 2, 2),
+                        padding=(0, *self.conv.padding))
 
 
 class TimeDownsample2x(StreamingModule):
@@ -83,10 +83,9 @@ class TimeDownsample2x(StreamingModule):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.blur is not None:
             x = self.blur(x)
-        b, c, t, h, w = x.shape
         x = causal_time_pad(self, x, self.left_pad, "constant")
-        out = self.conv(rearrange(x, "b c t h w -> (b h w) c t"))
-        return rearrange(out, "(b h w) c t -> b c t h w", b=b, h=h, w=w)
+        # the per-pixel 1D conv as a 3D conv with a 1x1 spatial kernel: no transposes
+        return F.conv3d(x, self.conv.weight[..., None, None], self.conv.bias, stride=(2, 1, 1))
 
 
 def _init_subpixel_(conv: nn.Module, factor: int) -> None:
@@ -109,9 +108,8 @@ class SpatialUpsample2x(nn.Module):
         self.blur = SpaceBlur() if antialias else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        b = x.shape[0]
-        out = F.silu(self.conv(rearrange(x, "b c t h w -> (b t) c h w")))
-        out = rearrange(out, "(b t) (c p1 p2) h w -> b c t (h p1) (w p2)", b=b, p1=2, p2=2)
+        out = F.silu(F.conv3d(x, self.conv.weight.unsqueeze(2), self.conv.bias))
+        out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=2, p2=2)
         return self.blur(out) if self.blur is not None else out
 
 
@@ -126,7 +124,6 @@ class TimeUpsample2x(nn.Module):
         self.blur = CausalTimeBlur() if antialias else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        out = F.silu(self.conv(rearrange(x, "b c t h w -> (b h w) c t")))
-        out = rearrange(out, "(b h w) (c p) t -> b c (t p) h w", b=b, h=h, w=w, p=2)
+        out = F.silu(F.conv3d(x, self.conv.weight[..., None, None], self.conv.bias))
+        out = rearrange(out, "b (c p) t h w -> b c (t p) h w", p=2)
         return self.blur(out) if self.blur is not None else out

@@ -208,6 +208,14 @@ class VideoTokenizer(nn.Module):
             recon = recon[:, :, 0]
         return TokenizerOutput(recon, q.codes, q.aux_loss, q.metrics)
 
+    def for_inference(self, compile: bool = True, dtype="float32"):
+        """A fast encode/decode of this tokenizer as it is now: ``torch.compile`` with frozen weights
+        (float32: the same codes as :meth:`encode`) and optionally bfloat16 (faster, approximate).
+        Puts the tokenizer in eval mode. See :mod:`magtok.models.inference`."""
+        from magtok.models.inference import InferenceTokenizer
+
+        return InferenceTokenizer(self, compile=compile, dtype=dtype)
+
     # ------------------------------------------------------------------ streaming
     @contextlib.contextmanager
     def streaming(self) -> Iterator["VideoTokenizer"]:

@@ -115,7 +115,10 @@ def test_streaming_equals_whole_clip_codes(cli, tiny_model, clips, tmp_path):
     assert cli("detokenize", tmp_path / "n1.tokens", "-o", b, "--chunk-latents", "50", "-q")[0] == 0
     fa, _ = read_video(a)
     fb, _ = read_video(b)
-    assert fa.shape == (9, 32, 74, 3) and np.array_equal(fa, fb)
+    # float32 results of different chunkings can differ in the last bit (oneDNN picks kernels by shape),
+    # which can move a pixel across a uint8 rounding boundary: at most 1 level, and rarely
+    diff = np.abs(fa.astype(int) - fb.astype(int))
+    assert fa.shape == (9, 32, 74, 3) and diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_tiling_option(cli, tiny_model, clips, tmp_path):

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (cell_mem, cell_time, child_setup, format_mib, format_time, header_lines, load_average, machine_info,  # noqa: E402
-                     ratio, run, save_json, short_error, tracked, utcnow, write_machine_section, write_section)
+from _common import (cell_mem, cell_time, child_setup, format_time, header_lines, load_average, machine_info,  # noqa: E402
+                     ratio, run, save_json, tracked, utcnow, write_machine_section, write_section)
 
 LOSS_KWARGS = dict(entropy_loss_weight=0.1, commitment_loss_weight=1.0, diversity_gamma=2.5)
 

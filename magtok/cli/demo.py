@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     from magtok import VideoTokenizer
     from magtok.data import make_sample_folder, write_side_by_side
     from magtok.metrics import psnr, ssim
+    from magtok.cli.runtime import choose_threads
     from magtok.training import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = choose_threads(args.threads)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     samples = make_sample_folder(out / "data", holdout=(HOLDOUT,))
     print(f"magtok demo: training the 'demo' preset for {args.minutes} min on {samples.train} "
-          f"(holding out {HOLDOUT}.mp4)", flush=True)
+          f"(holding out {HOLDOUT}.mp4), {threads} CPU thread{'s' if threads > 1 else ''} (--threads N to choose)",
+          flush=True)
     cfg = demo_train_config(out, args.minutes)
     trainer = Trainer(cfg, resume=False)
     trainer.fit()
@@ -171,5 +172,5 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=97, help="frames of the held-out clip to reconstruct")
     p.add_argument("--size", type=int, default=64, help="short side of the held-out clip (default: 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: the cores that the load average says are free)")
     p.set_defaults(func=run)

@@ -62,6 +62,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from magtok._io import set_default_mode, temp_path_beside
 from magtok.cli.errors import UserError
 
 MODEL_PATH_ENV = "MAGTOK_MODEL_PATH"
@@ -477,11 +478,7 @@ def _check_output(path: Path, overwrite: bool, what: str = None) -> None:
     _check_writable_folder(path.parent if str(path.parent) else Path("."), what)
 
 
-def _default_mode(path) -> None:
-    """mkstemp creates files readable by their owner only; give the output the usual umask mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+_default_mode = set_default_mode  # mkstemp files are owner-only; outputs get the usual umask mode
 
 
 class VideoSink:
@@ -492,19 +489,17 @@ class VideoSink:
     """
 
     def __init__(self, path, fps: float, overwrite: bool = False, crf: int = 18, preset: str = "medium"):
-        from magtok.data.video import _CONTAINERS, _fps_fraction
+        from magtok.data.video import CONTAINERS, fps_fraction
         self.path = Path(path)
         self.overwrite = overwrite
-        self.format = _CONTAINERS.get(self.path.suffix.lower())
+        self.format = CONTAINERS.get(self.path.suffix.lower())
         if self.format is None:
             raise CommandError(f"{self.path}: videos are written as H.264 into "
-                               f"{', '.join(_CONTAINERS)} files, not {self.path.suffix or 'no suffix'!r}")
-        self.rate = _fps_fraction(fps)
+                               f"{', '.join(CONTAINERS)} files, not {self.path.suffix or 'no suffix'!r}")
+        self.rate = fps_fraction(fps)
         self.crf, self.preset = crf, preset
         _check_output(self.path, overwrite)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
-                                        dir=self.path.parent)
-        os.close(fd)
+        self.tmp = temp_path_beside(self.path)
         self._out = self._stream = None
         self.frames = 0
 
@@ -566,8 +561,7 @@ class VideoSink:
 def _write_image_atomic(path: Path, frame: np.ndarray, overwrite: bool) -> None:
     from PIL import Image
     _check_output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path_beside(path)
     try:
         fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[path.suffix.lower()]
         Image.fromarray(frame).save(tmp, format=fmt)

@@ -27,12 +27,10 @@ def load_train_config(path: str | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from magtok.cli.runtime import choose_threads
     from magtok.training import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    choose_threads(args.threads)
     cfg = load_train_config(args.config, args.overrides)
     resume = True if args.resume else (False if args.overwrite else "auto")
     trainer = Trainer(cfg, resume=resume, overwrite=args.overwrite)
@@ -50,5 +48,6 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=3e-4 steps=2000")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir (required to exist)")
     p.add_argument("--overwrite", action="store_true", help="start over even if output_dir holds checkpoints")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: the cores that the load average says are free)")
     p.set_defaults(func=run)

@@ -56,8 +56,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -65,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from magtok._io import atomic_write
 
 __all__ = ["TokenFileError", "TokenMeta", "TokenFile", "save_tokens", "load_tokens", "encode_tokens",
            "decode_tokens", "pack_bits", "unpack_bits", "bits_for", "tokenizer_fingerprint",
@@ -402,14 +402,7 @@ def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_sidecar(folder, tokenizer_id: str, config: dict, codebook_size: int | None = None) -> Path:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from magtok._io import atomic_write
 
 __all__ = [
     "VideoReadError", "VideoInfo", "probe_video", "read_video", "iter_video_chunks", "read_image",
@@ -337,10 +338,10 @@ def _as_frames(x, name: str = "video") -> np.ndarray:
     return x
 
 
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov"}
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov"}  # suffix -> PyAV format
 
 
-def _fps_fraction(fps: float) -> Fraction:
+def fps_fraction(fps: float) -> Fraction:
     if not fps or fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, not {fps}")
     return Fraction(fps).limit_denominator(1001)
@@ -365,14 +366,13 @@ def write_video(path, video, fps: float, crf: int = 18, preset: str = "medium",
         pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
     elif pix_fmt == "yuv420p" and (h % 2 or w % 2):
         raise ValueError(f"yuv420p needs even sizes; {path} would be {h}x{w}: use pix_fmt='yuv444p' or None")
-    rate = _fps_fraction(fps)
-    fmt = _CONTAINERS.get(path.suffix.lower())
+    rate = fps_fraction(fps)
+    fmt = CONTAINERS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: H.264 is written into {', '.join(_CONTAINERS)} files, not {path.suffix!r}")
+        raise ValueError(f"{path}: H.264 is written into {', '.join(CONTAINERS)} files, not {path.suffix!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def encode(tmp: str) -> None:
         with av.open(tmp, "w", format=fmt) as out:
             stream = out.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
@@ -387,10 +387,8 @@ def write_video(path, video, fps: float, crf: int = 18, preset: str = "medium",
                 out.mux(packet)
         if path.exists() and not overwrite:  # someone else wrote it meanwhile
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, encode)
     return path
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from magtok._io import atomic_write
 from magtok.evaluation.runner import EvalResult
 
 __all__ = ["write_report", "check_out_dir", "summary_markdown", "summary_table", "REPORT_FILES"]
@@ -51,15 +50,7 @@ def check_out_dir(out_dir, overwrite: bool = False) -> Path:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is plain readable data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, write)
 
 
 # ------------------------------------------------------------------------------------- text

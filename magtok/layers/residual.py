@@ -26,9 +26,17 @@ class SqueezeExcite(nn.Module):
         nn.init.constant_(self.fc2.bias, init_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Computed on (B, C, T, H, W) directly (no per-frame rearrange copies of x); the 1x1
-        # Conv2d weights are used as a 1x1x1 conv and as linear layers.
         b, c, t, h, w = x.shape
+        if torch.compiler.is_compiling():
+            # under torch.compile (tokenizer.for_inference) the per-frame form fuses better (~5% of a
+            # decode of the `conv` benchmark spec); the rearranges become layout changes, not copies
+            frames = rearrange(x, "b c t h w -> (b t) c h w")
+            attn = rearrange(self.to_k(frames), "n 1 h w -> n (h w)").softmax(dim=-1)
+            pooled = torch.einsum("np,ncp->nc", attn, rearrange(frames, "n c h w -> n c (h w)"))
+            gates = torch.sigmoid(self.fc2(F.leaky_relu(self.fc1(pooled[..., None, None]), 0.1)))
+            return x * rearrange(gates, "(b t) c 1 1 -> b c t 1 1", b=b)
+        # eager: computed on (B, C, T, H, W) directly, without per-frame rearrange copies of x (the
+        # 1x1 Conv2d weights used as a 1x1x1 conv and as linear layers): ~1.5x faster than the above
         logits = F.conv3d(x, self.to_k.weight.unsqueeze(2), self.to_k.bias)  # (b, 1, t, h, w)
         attn = logits.reshape(b, t, h * w).softmax(dim=-1)
         pooled = torch.einsum("btp,bctp->btc", attn, x.reshape(b, c, t, h * w))

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -23,6 +22,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from magtok._io import atomic_write
 from magtok.configs import TokenizerConfig, get_config
 from magtok.layers import start_streaming, stop_streaming
 from magtok.models.blocks import build_blocks
@@ -50,15 +50,7 @@ class TokenizerOutput:
     metrics: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+_atomic_write = atomic_write
 
 
 class VideoTokenizer(nn.Module):

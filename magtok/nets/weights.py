@@ -34,11 +34,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
-import tempfile
 from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from magtok._io import atomic_write
 
 __all__ = [
     "INSTALL_HINT",
@@ -258,16 +259,8 @@ def _convert(name: str, source_dir) -> dict[str, torch.Tensor]:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the cache is plain readable data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                                             metadata=metadata))
 
 
 def _read_cache(path: Path, name: str) -> dict[str, torch.Tensor] | None:

@@ -20,12 +20,8 @@ many in a row stop the run with a clear message.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,6 @@ import yaml
 from magtok.cli.demo import demo_train_config
 from magtok.cli.main import main
 from magtok.cli.train import load_train_config
-from magtok.configs import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

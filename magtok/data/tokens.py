@@ -379,10 +379,18 @@ def decode_tokens(data, path="<memory>", verify: bool = True) -> tuple[np.ndarra
     """
     header, off = _parse_header(data, path)
     total = record_length(header, off)
-    if len(data) < total:
-        raise TokenFileError(path, f"truncated: {len(data)} bytes, the header announces {total}")
-    if len(data) > total:
-        raise TokenFileError(path, f"{len(data) - total} unexpected bytes after the record (corrupt)")
+    if len(data) != total:
+        # a cut file, extra bytes, or a damaged size field in the header: the CRC of the whole file
+        # (valid if only the header's sizes were damaged) cannot tell them apart, but says it is corrupt
+        crc_note = ""
+        if verify and len(data) >= 8:
+            whole_ok = zlib.crc32(memoryview(data)[:len(data) - 4]) == int.from_bytes(bytes(data[-4:]), "little")
+            crc_note = "" if whole_ok else "; the CRC over the file does not match either"
+        if len(data) < total:
+            raise TokenFileError(path, f"truncated (or its header is corrupt): {len(data)} bytes, the header "
+                                       f"announces {total}{crc_note}")
+        raise TokenFileError(path, f"{len(data) - total} unexpected bytes after the record (or its header is "
+                                   f"corrupt){crc_note}")
     if verify:
         stored = int.from_bytes(bytes(data[total - 4:total]), "little")
         if zlib.crc32(memoryview(data)[:total - 4]) != stored:

@@ -131,7 +131,12 @@ def test_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(TokenFileError, match="CRC mismatch"):
         load_tokens(path)
     path.write_bytes(data + b"\0")
-    with pytest.raises(TokenFileError, match="unexpected bytes"):
+    with pytest.raises(TokenFileError, match="unexpected bytes.*CRC over the file does not match"):
+        load_tokens(path)
+    shape_byte = bytearray(data)
+    shape_byte[10] += 1  # the first shape entry (after magic, version, flags, body length, k (2 bytes), ndim)
+    path.write_bytes(bytes(shape_byte))
+    with pytest.raises(TokenFileError, match="header is corrupt.*CRC over the file does not match"):
         load_tokens(path)
     v2 = bytearray(data)
     v2[4] = 2

@@ -695,8 +695,10 @@ spec is convolution with identical shapes, at 250-330 GFLOP/s, close to this mac
 eager times agree within the noise. The compiled path removes most of the rest (layout reorders around each
 convolution, element-wise passes); what it cannot remove is the convolutions' own arithmetic, so the gain is
 largest where convolutions are a smaller share (the small specs) and smallest on the 52M-parameter spec,
-whose 1.4 TFLOP per encode bound it from below at about 4.3 s here. (Winograd-style transforms that would cut
-the arithmetic were tried: in eager PyTorch their extra memory passes cost more than they save on 2 cores.)
+whose 1.4 TFLOP per encode bound it from below at about 4.3 s here. (Winograd transforms along time, F(2,3) to
+F(4,3), which cut the arithmetic 1.5-2x, were prototyped in eager and compiled PyTorch: on the 128-channel
+128x128 layers that dominate they ran at 0.4-0.6x the speed of the direct conv, because their extra memory
+passes cost more than they save on 2 cores; only small 256-channel layers gained, up to 1.35x.)
 Decode gains less than encode: in a profile of the compiled `conv` decode, 57% of the time is convolution
 (the 32 -> 3 channel output conv at full resolution runs at ~60 GFLOP/s, the 32-channel ones at ~300) and
 42% is fused element-wise kernels at full resolution (SiLU + depth-to-space, ELU, squeeze-excite, the causal

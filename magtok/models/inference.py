@@ -72,7 +72,7 @@ class InferenceTokenizer:
         self.dtype = parse_inference_dtype(dtype)
         self.compile = bool(compile)
         self._versions = _state_versions(tokenizer)
-        self._fns: dict[str, Callable] = {"encode": self._encode_core, "decode": self._decode_core}
+        self._fns: dict[str, Callable] = self._eager_fns()
         if self.compile:
             self._fns = {k: torch.compile(f, dynamic=False) for k, f in self._fns.items()}
         self.compile_error: str | None = None
@@ -82,8 +82,18 @@ class InferenceTokenizer:
         return f"InferenceTokenizer({mode}, dtype={str(self.dtype)[6:]}, fingerprint={self.tokenizer.fingerprint()})"
 
     # ------------------------------------------------------------------ the traced cores (inputs checked)
+    def _eager_fns(self) -> dict[str, Callable]:
+        return {"encode": self._encode_core, "encode_prefixed": self._encode_prefixed_core,
+                "decode": self._decode_core}
+
     def _encode_core(self, video: torch.Tensor, cond, first: bool) -> torch.Tensor:
         z = self.tokenizer.encoder(video, cond, first_frame=first)
+        return self.tokenizer.quantizer.codes_from(z.float())
+
+    def _encode_prefixed_core(self, video: torch.Tensor, prefix: torch.Tensor, states: list) -> torch.Tensor:
+        # the encoder's constant pad-frame prefix (see Encoder._prefix_setup) is computed eagerly and
+        # cached outside the compiled region; the compiled part starts at the first real frame
+        z = self.tokenizer.encoder.forward_with_prefix(video, prefix, states)
         return self.tokenizer.quantizer.codes_from(z.float())
 
     def _decode_core(self, quantized: torch.Tensor, cond, first: bool) -> torch.Tensor:
@@ -107,6 +117,8 @@ class InferenceTokenizer:
                if self.dtype == torch.bfloat16 else contextlib.nullcontext())
         fn = self._fns[which]
         with torch.no_grad(), amp:
+            if which == "encode_prefixed":
+                args = (args[0], *self.tokenizer.encoder._prefix(args[0]))
             if not (self.compile and self.compile_error is None):
                 return fn(*args)
             try:
@@ -119,7 +131,7 @@ class InferenceTokenizer:
                 warnings.warn(f"torch.compile failed ({self.compile_error[:300]}); magtok runs this tokenizer "
                               "eagerly from now on (same results, without the speed-up). On CPU compiling "
                               "needs a C++ compiler (g++) on PATH.", RuntimeWarning, stacklevel=3)
-                self._fns = {"encode": self._encode_core, "decode": self._decode_core}
+                self._fns = self._eager_fns()
                 return self._fns[which](*args)
 
     # ------------------------------------------------------------------ public API (as on VideoTokenizer)
@@ -130,7 +142,10 @@ class InferenceTokenizer:
         tok = self.tokenizer
         video, _ = tok._check_video(video, video_contains_first_frame)
         cond = tok._check_cond(cond, video.shape[0])
-        return self._run("encode", video.to(tok.device, torch.float32), cond, bool(video_contains_first_frame))
+        video = video.to(tok.device, torch.float32)
+        if cond is None and video_contains_first_frame and tok.encoder._prefix_ok:
+            return self._run("encode_prefixed", video)
+        return self._run("encode", video, cond, bool(video_contains_first_frame))
 
     def decode(self, codes: torch.Tensor, cond: torch.Tensor | None = None,
                video_contains_first_frame: bool = True) -> torch.Tensor:

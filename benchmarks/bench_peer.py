@@ -633,7 +633,10 @@ from its state dict with `magtok.models.peer.from_magvit2_pytorch`. Batch 1, flo
 
 What runs:
 
-- **encode**: video -> codes under `torch.no_grad()`, eval mode. The peer: `encode` -> its pre-quantizer
+- **encode**: video -> codes under `torch.no_grad()`, eval mode. magtok's encoder (eager and compiled) reuses
+  its cached activations of the r_t - 1 zero pad frames (computed once per frame size, in the warmup run;
+  see README "Inference speed"), so its full-resolution layers process 17 frames where the peer's process 20.
+  The peer: `encode` -> its pre-quantizer
   LayerNorm (`encoder_layers[-1]`, which its `encode` never applies; applied here so both compute the same
   function) -> `quantizers(z).indices`. "codes agree" compares the two code tensors element by element.
 - **decode**: seeded random codes -> video under `torch.no_grad()` (`decode` / `decode_from_code_indices`).

@@ -360,13 +360,14 @@ def _allocator_section(out: dict, default: dict) -> str:
             ("e_time", "streaming time (knob)"), ("e_peak", "peak (knob)"), ("e_ratio", "vs shortest"),
         ])
         parts.append(f"""
-Allocator: the same streaming runs with {label} in the children's environment. glibc's malloc raises its
-mmap threshold after large blocks are freed, so later activations come from the heap and fragment it: the
-resident high-water mark creeps up over the first chunks (nothing is kept: the streaming state is constant,
-and `malloc_trim` gives the memory back). A fixed threshold keeps large tensors in mmap and returns them to
-the system when freed: flat memory, paid for with page faults (an in-process check, 16 chunks at 128x128 run
-back to back twice: 46-48 s with the knob vs 34-38 s without; the times in this table are within the shared
-machine's noise).
+Allocator: the same streaming runs with {label} in the children's environment (a fixed glibc mmap
+threshold: large tensors are returned to the system when freed, paid for with page faults). Until the
+fix of 2026-11-23 the streaming state of every causal conv was a *view* of the last frames of its padded
+chunk, which kept the whole chunk alive until the next one; glibc's heap then fragmented around those
+blocks and the peak crept up with the length (1.30x at 1025 frames at 128x128 with the default
+allocator, 1.09x with this knob). The state is now a copy of those frames, and the default allocator
+stays flat by itself. The CLI's streaming commands still set the threshold in-process
+(`magtok.cli.main.limit_heap_fragmentation`); it no longer matters much.
 
 {table}
 

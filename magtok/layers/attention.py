@@ -96,7 +96,9 @@ class TimeAttention(Attention, StreamingModule):
                 past = self._stream["k"].shape[2]
                 k = torch.cat((self._stream["k"], k), dim=2)
                 v = torch.cat((self._stream["v"], v), dim=2)
-            self._stream["k"], self._stream["v"] = k, v
+                self._stream["k"], self._stream["v"] = k, v
+            else:  # copies: on the first chunk k and v are views of the whole q/k/v projection
+                self._stream["k"], self._stream["v"] = k.clone(), v.clone()
         out = self.attend(q, k, v, past=past)
         return rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
 

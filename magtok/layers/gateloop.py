@@ -30,6 +30,7 @@ class GateLoop(StreamingModule):
             state = kv[:, i] if state is None else torch.addcmul(kv[:, i], a[:, i], state)
             hs.append(state)
         if self._stream is not None:
-            self._stream["h"] = state
+            # a copy: ``state`` may be a view of this chunk's projections, which it would keep alive
+            self._stream["h"] = state.clone()
         out = q * torch.stack(hs, dim=1)
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)

@@ -57,5 +57,6 @@ def causal_time_pad(module: StreamingModule, x: torch.Tensor, pad: int, mode: st
         left = x.new_zeros(x.shape[0], x.shape[1], pad, *x.shape[3:])
     x = torch.cat((left, x), dim=2)
     if state is not None:
-        state[key] = x[:, :, x.shape[2] - pad:]
+        # a copy, not a view: a view would keep the whole padded chunk alive until the next chunk
+        state[key] = x[:, :, x.shape[2] - pad:].clone()
     return x

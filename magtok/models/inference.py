@@ -10,7 +10,9 @@ freezing keeps activations in oneDNN's blocked / channels-last layouts from one 
 next (eager PyTorch reorders every conv's input and output, 15-20% of a conv's time), pre-packs the
 conv weights, and fuses ELU, squeeze-excite gating, residual adds, padding and the up/downsampling
 rearranges into the surrounding kernels. The convolutions themselves are the same oneDNN kernels as in
-eager mode, so codes equal ``tokenizer.encode`` (up to float rounding in the last bits; see
+eager mode. Like the eager encoder, it reuses the cached activations of the constant pad frames of a
+first chunk (``Encoder._prefix_setup``), computed eagerly outside the compiled region. Codes equal
+``tokenizer.encode`` (up to float rounding in the last bits; see
 BENCHMARKS.md for the measured agreement) and decoded videos agree to about 1e-6.
 
 With ``dtype="bfloat16"`` the network runs under ``torch.autocast`` (bfloat16 convolutions: AMX /

@@ -117,6 +117,15 @@ def test_modulated_conv_is_causal():
         assert d == set(range(max(0, j - 2), j + 1))
 
 
+def _assert_state_owns_its_memory(m):
+    """Carried state must not be a view of a chunk's activations: a view keeps the whole chunk
+    alive until the next one (memory that grows with chunk size and fragments the heap)."""
+    states = [t for s in m.modules() if isinstance(s, StreamingModule) for t in s._stream.values()]
+    assert states
+    for t in states:
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), t.shape
+
+
 @pytest.mark.parametrize("make", [
     lambda: CausalConv3d(4, 4, 3, pad_mode="replicate"),
     lambda: TimeAttention(4, heads=2, dim_head=4),
@@ -129,7 +138,11 @@ def test_streaming_state_gives_whole_clip_result_and_is_cleared(make):
     with torch.no_grad():
         whole = m(x)
         start_streaming(m)
-        parts = torch.cat([m(x[:, :, :2]), m(x[:, :, 2:4]), m(x[:, :, 4:])], dim=2)
+        outs = [m(x[:, :, :2])]
+        _assert_state_owns_its_memory(m)
+        outs += [m(x[:, :, 2:4]), m(x[:, :, 4:])]
+        _assert_state_owns_its_memory(m)
+        parts = torch.cat(outs, dim=2)
         stop_streaming(m)
         assert torch.allclose(parts, whole, atol=1e-6)
         assert all(s._stream is None for s in m.modules() if isinstance(s, StreamingModule))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from magtok.layers.conv import pointwise_conv3d
 from magtok.layers.norms import AdaptiveRMSNorm, RMSNorm
 from magtok.layers.streaming import StreamingModule
 
@@ -147,8 +148,8 @@ class FeedForward(nn.Module):
         self.proj_out = nn.Conv3d(inner, dim, 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        x, gate = self.proj_in(self.norm(x, cond)).chunk(2, dim=1)
-        return self.proj_out(F.gelu(gate) * x)
+        x, gate = pointwise_conv3d(self.norm(x, cond), self.proj_in.weight, self.proj_in.bias).chunk(2, dim=1)
+        return pointwise_conv3d(F.gelu(gate) * x, self.proj_out.weight, self.proj_out.bias)
 
 
 class TokenShift(StreamingModule):
@@ -164,6 +165,6 @@ class TokenShift(StreamingModule):
         state = self._stream
         prev = state["last"] if state is not None and "last" in state else torch.zeros_like(shift[:, :, :1])
         if state is not None:
-            state["last"] = shift[:, :, -1:]
+            state["last"] = shift[:, :, -1:].clone()  # a copy: a view would keep all of x alive
         shifted = torch.cat((prev, shift[:, :, :-1]), dim=2)
         return self.fn(torch.cat((keep, shifted), dim=1), cond)

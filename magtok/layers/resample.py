@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from magtok.layers.conv import pointwise_conv3d
 from magtok.layers.streaming import StreamingModule, causal_time_pad
 
 _BINOMIAL = (1.0, 2.0, 1.0)
@@ -108,7 +109,7 @@ class SpatialUpsample2x(nn.Module):
         self.blur = SpaceBlur() if antialias else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        out = F.silu(F.conv3d(x, self.conv.weight.unsqueeze(2), self.conv.bias))
+        out = F.silu(pointwise_conv3d(x, self.conv.weight, self.conv.bias))
         out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=2, p2=2)
         return self.blur(out) if self.blur is not None else out
 
@@ -124,6 +125,6 @@ class TimeUpsample2x(nn.Module):
         self.blur = CausalTimeBlur() if antialias else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        out = F.silu(F.conv3d(x, self.conv.weight[..., None, None], self.conv.bias))
+        out = F.silu(pointwise_conv3d(x, self.conv.weight, self.conv.bias))
         out = rearrange(out, "b (c p) t h w -> b c (t p) h w", p=2)
         return self.blur(out) if self.blur is not None else out

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from magtok.layers.conv import CausalConv3d, _triple, check_pad_mode
+from magtok.layers.conv import CausalConv3d, _triple, check_pad_mode, pointwise_conv3d
 from magtok.layers.streaming import StreamingModule, causal_time_pad
 
 
@@ -37,7 +37,7 @@ class SqueezeExcite(nn.Module):
             return x * rearrange(gates, "(b t) c 1 1 -> b c t 1 1", b=b)
         # eager: computed on (B, C, T, H, W) directly, without per-frame rearrange copies of x (the
         # 1x1 Conv2d weights used as a 1x1x1 conv and as linear layers): ~1.5x faster than the above
-        logits = F.conv3d(x, self.to_k.weight.unsqueeze(2), self.to_k.bias)  # (b, 1, t, h, w)
+        logits = pointwise_conv3d(x, self.to_k.weight, self.to_k.bias)  # (b, 1, t, h, w)
         attn = logits.reshape(b, t, h * w).softmax(dim=-1)
         pooled = torch.einsum("btp,bctp->btc", attn, x.reshape(b, c, t, h * w))
         hidden = F.leaky_relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias), 0.1)
@@ -55,7 +55,7 @@ class ResidualUnit(nn.Module):
         self.se = SqueezeExcite(dim)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.se(F.elu(self.proj(F.elu(self.conv(x)))))
+        return x + self.se(F.elu(pointwise_conv3d(F.elu(self.conv(x)), self.proj.weight, self.proj.bias)))
 
 
 class Conv3DMod(StreamingModule):
@@ -104,4 +104,4 @@ class ResidualUnitMod(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if cond is None:
             raise ValueError("cond_residual is conditioned: pass cond=(B, dim_cond) to the tokenizer")
-        return x + F.elu(self.proj(F.elu(self.conv(x, self.to_cond(cond)))))
+        return x + F.elu(pointwise_conv3d(F.elu(self.conv(x, self.to_cond(cond))), self.proj.weight, self.proj.bias))

@@ -2,6 +2,7 @@
 
     fast = tokenizer.for_inference()                      # compiled, float32: the same codes
     fast = tokenizer.for_inference(dtype="bfloat16")      # compiled, bfloat16: much faster, approximate
+    fast = tokenizer.for_inference(winograd=True)         # eager float32, Winograd 3x3x3 convolutions
     codes = fast.encode(video)                            # same signature and checks as tokenizer.encode
     video = fast.decode(codes)
 
@@ -19,6 +20,13 @@ With ``dtype="bfloat16"`` the network runs under ``torch.autocast`` (bfloat16 co
 AVX512-BF16 on recent Xeons, tensor cores on GPUs). That is several times faster but not the same
 function: codes whose latent is near an LFQ sign boundary can flip. Measure the agreement on your data
 before relying on it.
+
+With ``winograd=True`` the calls run eagerly (no compile) with ``magtok.kernels.conv_algorithm("winograd")``:
+the 3x3x3 convolutions that dominate the MagViT2 preset use Winograd F(4x4, 3x3), a quarter of the
+multiplications (:mod:`magtok.kernels.winograd`). On this machine that is the fastest float32 path; its
+rounding differs from the direct convolution's (about 1e-5 of a layer's output), so codes near an LFQ sign
+boundary can in principle flip (BENCHMARKS.md measures the agreement). It is not combined with
+``torch.compile`` yet (the kernel is an opaque C++ call that Dynamo does not trace).
 
 Costs and limits:
 
@@ -40,6 +48,8 @@ import warnings
 from typing import Callable
 
 import torch
+
+from magtok.kernels import winograd as winograd_kernel
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -66,12 +76,20 @@ class InferenceTokenizer:
     (put in eval mode), not a copy: see the module docstring for what invalidates it.
     """
 
-    def __init__(self, tokenizer, compile: bool = True, dtype="float32"):
+    def __init__(self, tokenizer, compile: bool | None = None, dtype="float32", winograd: bool = False):
+        if winograd and compile:
+            raise ValueError("winograd=True runs eagerly (the Winograd kernel is not traced by torch.compile); "
+                             "pass compile=False, or leave compile unset")
+        compile = (not winograd) if compile is None else compile
         if tokenizer._stream_pos is not None:
             raise ValueError("for_inference() was called inside tokenizer.streaming(); streaming keeps "
                              "per-chunk state that compiled code cannot hold: call it outside the with-block")
         self.tokenizer = tokenizer.eval()
         self.dtype = parse_inference_dtype(dtype)
+        if winograd and self.dtype != torch.float32:
+            raise ValueError("winograd=True is a float32 kernel; use dtype='float32' with it")
+        # the Winograd kernel is built here (first use: ~30 s); if it cannot be, a warning says why
+        self.winograd = bool(winograd) and winograd_kernel.available()
         self.compile = bool(compile)
         self._versions = _state_versions(tokenizer)
         self._fns: dict[str, Callable] = self._eager_fns()
@@ -81,6 +99,7 @@ class InferenceTokenizer:
 
     def __repr__(self) -> str:
         mode = "compiled" if self.compile and self.compile_error is None else "eager"
+        mode += ", winograd" if self.winograd else ""
         return f"InferenceTokenizer({mode}, dtype={str(self.dtype)[6:]}, fingerprint={self.tokenizer.fingerprint()})"
 
     # ------------------------------------------------------------------ the traced cores (inputs checked)
@@ -117,8 +136,9 @@ class InferenceTokenizer:
     def _run(self, which: str, *args) -> torch.Tensor:
         amp = (torch.autocast(self.tokenizer.device.type, dtype=torch.bfloat16)
                if self.dtype == torch.bfloat16 else contextlib.nullcontext())
+        algorithm = winograd_kernel.conv_algorithm("winograd" if self.winograd else "direct")
         fn = self._fns[which]
-        with torch.no_grad(), amp:
+        with torch.no_grad(), amp, algorithm:
             if which == "encode_prefixed":
                 args = (args[0], *self.tokenizer.encoder._prefix(args[0]))
             if not (self.compile and self.compile_error is None):

@@ -200,13 +200,15 @@ class VideoTokenizer(nn.Module):
             recon = recon[:, :, 0]
         return TokenizerOutput(recon, q.codes, q.aux_loss, q.metrics)
 
-    def for_inference(self, compile: bool = True, dtype="float32"):
+    def for_inference(self, compile: bool | None = None, dtype="float32", winograd: bool = False):
         """A fast encode/decode of this tokenizer as it is now: ``torch.compile`` with frozen weights
-        (float32: the same codes as :meth:`encode`) and optionally bfloat16 (faster, approximate).
-        Puts the tokenizer in eval mode. See :mod:`magtok.models.inference`."""
+        (float32: the same codes as :meth:`encode`) and optionally bfloat16 (faster, approximate);
+        or, with ``winograd=True``, eager float32 with the Winograd 3x3x3 convolutions
+        (:mod:`magtok.kernels.winograd`; the fastest float32 path on CPU). Puts the tokenizer in eval
+        mode. See :mod:`magtok.models.inference`."""
         from magtok.models.inference import InferenceTokenizer
 
-        return InferenceTokenizer(self, compile=compile, dtype=dtype)
+        return InferenceTokenizer(self, compile=compile, dtype=dtype, winograd=winograd)
 
     # ------------------------------------------------------------------ streaming
     @contextlib.contextmanager

@@ -121,6 +121,23 @@ def test_streaming_equals_whole_clip_codes(cli, tiny_model, clips, tmp_path):
     assert fa.shape == (9, 32, 74, 3) and diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
+def test_winograd_option_reaches_the_convolutions(cli, tiny_model, clips, tmp_path, monkeypatch):
+    from magtok.kernels import get_conv_algorithm, winograd
+
+    seen = []
+    real = winograd.applies
+    monkeypatch.setattr(winograd, "applies", lambda conv, x: seen.append(get_conv_algorithm()) or real(conv, x))
+    a, b = tmp_path / "a.tokens", tmp_path / "b.tokens"
+    args = ("--model", tiny_model, "--short-side", "32", "--max-frames", "9")
+    assert cli("tokenize", clips["bikes"], "-o", a, *args)[0] == 0
+    assert seen and set(seen) == {"direct"}
+    seen.clear()
+    assert cli("tokenize", clips["bikes"], "-o", b, *args, "--winograd")[0] == 0
+    assert seen and set(seen) == {"winograd"}
+    assert get_conv_algorithm() == "direct"
+    assert (load_tokens(a).codes == load_tokens(b).codes).float().mean() >= 0.999
+
+
 def test_tiling_option(cli, tiny_model, clips, tmp_path):
     tokens, video = tmp_path / "t.tokens", tmp_path / "t.mp4"
     code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tokens, "--short-side", "32",

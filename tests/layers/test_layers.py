@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from magtok import VideoTokenizer, get_config
+from magtok.layers.attention import FeedForward
 from magtok.layers import (CausalConv3d, CausalConvTranspose3d, Conv3DMod, GateLoop, StreamingModule,
-                           TimeAttention, TimeDownsample2x, start_streaming, stop_streaming)
+                           TimeAttention, TimeDownsample2x, TokenShift, start_streaming, stop_streaming)
 from magtok.models.blocks import BLOCK_BUILDERS
 
 LAYER_ARGS = {"consecutive_residual": ("consecutive_residual", 2)}
@@ -131,7 +132,8 @@ def _assert_state_owns_its_memory(m):
     lambda: TimeAttention(4, heads=2, dim_head=4),
     lambda: GateLoop(4),
     lambda: TimeDownsample2x(4, 6, antialias=True),
-], ids=["conv", "time_attention", "gateloop", "time_downsample"])
+    lambda: TokenShift(FeedForward(4)),
+], ids=["conv", "time_attention", "gateloop", "time_downsample", "token_shift"])
 def test_streaming_state_gives_whole_clip_result_and_is_cleared(make):
     m = make()
     x = torch.randn(1, 4, 8, 3, 3)

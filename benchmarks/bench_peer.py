@@ -481,6 +481,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--peer-mem-gb", type=float, default=20.0, help="limit of the peer's magvit2-spec training child")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
     ap.add_argument("--heavy-timeout", type=float, default=600.0, help="seconds per child, magvit2 spec")
+    ap.add_argument("--replace", action="store_true",
+                    help="let a partial run (a subset of --specs / --ops) replace the saved results instead of "
+                         "merging into them")
     ap.add_argument("--no-winograd", action="store_true",
                     help="skip magtok's Winograd path (tokenizer.for_inference(winograd=True)) in encode / decode")
     ap.add_argument("--no-compiled", action="store_true",
@@ -542,7 +545,8 @@ def main(argv=None) -> dict:
     targets = _targets(cases)
     for t in targets:
         print(f"target {t['spec']} {t['op']}: peer / magtok = {t['speedup']:.2f}x eager, "
-              f"{_fmt_x(t.get('speedup_compiled'))} compiled (>= 1.5x: {'met' if t['met'] else 'NOT met'})", flush=True)
+              f"{_fmt_x(t.get('speedup_compiled'))} compiled, {_fmt_x(t.get('speedup_winograd'))} winograd "
+              f"(>= 1.5x: {'met' if t['met'] else 'NOT met'})", flush=True)
 
     command = "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = dict(command=command.strip(), started=started.isoformat(), wall_s=wall, machine=machine_info(),
@@ -551,7 +555,11 @@ def main(argv=None) -> dict:
     print(f"bench_peer done in {wall / 60:.1f} min", flush=True)
     if args.no_write or args.quick:
         return result
-    if args.merge:
+    from _common import RESULTS_DIR
+
+    partial = set(args.specs) != set(SPECS) or set(args.ops) != set(OPS)
+    if args.merge or (partial and not args.replace and (RESULTS_DIR / "peer.json").exists()):
+        # a partial run never throws away the saved results of the rest (--replace to start afresh)
         result = merge_into_saved(result)
     save_json("peer", result)
     write_machine_section(result["machine"])

@@ -41,7 +41,6 @@ void transform_plane(const float* src, int64_t H, int64_t W, int64_t nh, int64_t
   const int64_t L = nw + 1;            // phase-array length
   std::vector<float> ph(6 * 4 * L);    // ph[r][q][m] = padded row r, padded column 4m + q
   std::vector<float> e(6 * 4 * L);     // e[i][q][m]: after the vertical transform
-  std::vector<float> zero(4 * L, 0.f);
   for (int64_t ty = 0; ty < nh; ++ty) {
     for (int64_t r = 0; r < 6; ++r) {
       int64_t iy = 4 * ty - 1 + r;

@@ -675,12 +675,13 @@ What runs:
   up/downsampling rearranges). Its first call with a shape compiles; that time is the "compile" column and
   is not in the timed runs. Each child compiles afresh (Inductor's on-disk cache may shorten later compiles).
 - **magtok winograd**: the same encode / decode through `tokenizer.for_inference(winograd=True)`: eager
-  float32 with the 3x3x3 causal convolutions of at least 16 channels on frames of at least 32x32 computed by
+  float32 with the 3x3x3 causal convolutions on frames of at least 16x16 computed by
   Winograd F(4x4, 3x3) (`magtok.kernels.winograd`: 36 instead of 144 products per 4x4 output tile, C++
   transforms + MKL matrix products). Exact in exact arithmetic; its float32 rounding differs from the direct
   kernel's (about 1e-5 of a layer's output magnitude), hence its own "codes agree" check. Its work memory
-  includes the transformed weights it caches per convolution (3 x 36/27 = 4x the weight: one copy per
-  rotation of its 3-frame ring): ~0.37 GiB for the encoder of the 52M-parameter spec, as much for its decoder.
+  includes the transformed weights it caches per convolution (36 numbers per 3x3 kernel instead of 9: 4x the
+  weight, ~0.2 GiB for the encoder of the 52M-parameter spec, as much for its decoder) and a ring of the last
+  three transformed frames per convolution call.
 - **train step (recon + aux)**: train mode, forward (LFQ entropy + commitment loss included), MSE(recon, video)
   + aux loss, backward, AdamW step. The peer: `forward(video, return_loss=True)` with
   `perceptual_loss_weight=0, use_gan=False`, its cheapest path to the same MSE + aux sum (its LFQ computes the
@@ -736,7 +737,8 @@ largest where convolutions are a smaller share (the small specs) and smallest on
 whose 1.4 TFLOP per encode bound it from below at about 4.3 s here. The Winograd path lowers that bound
 itself: F(4x4, 3x3) needs a quarter of the multiplications, and with the transforms in C++ (one pass over a
 frame in, one out, vectorised over tile columns) and the products as MKL matrix products with K = 3 x C_in,
-the 128- and 256-channel layers at 32-128 px run 1.9-2.4x faster than oneDNN's direct kernel. It is the
+the 128- and 256-channel layers at 32-128 px run 1.9-2.5x faster than oneDNN's direct kernel
+(`benchmarks/bench_kernels.py`). It is the
 fastest float32 path on the large spec and on `conv` decode; on the small specs the compiled path's fusion
 matters more. (Earlier prototypes of Winograd along time, in plain PyTorch ops, ran at 0.4-0.6x: their
 extra memory passes cost more than they saved.)

@@ -8,10 +8,11 @@
 // patch is transformed (V = B^T d B), the 36 elementwise products summed over (c, k) are 36
 // matrix products, and the output transform (A^T M A) gives the 4x4 tile.
 //
-// Layouts: U (36, Co, 3 * C) with K index = slot * C + c (see winograd.py: one U per rotation of
-// the 3-frame ring). V ring (3, 36, C, P) -> for each of the 36 points, the (3C, P) matrix
-// [V[0, j]; V[1, j]; V[2, j]] is contiguous per slot, so the ring is stored as (36, 3, C, P)
-// and a frame goes into slot t % 3.
+// Layouts: U (36, Co, 3 * C) with K index = k * C + c for time tap k. The transformed frames live in
+// a ring (36, 5, C, P): frame f goes into slot f % 3, and slots 0 and 1 are mirrored into slots 3
+// and 4, so the frames t, t + 1, t + 2 of output frame t are always the three consecutive slots
+// t % 3 .. t % 3 + 2, in tap order: for each of the 36 points a (3C, P) matrix with unit stride,
+// fed to the batched product without a copy.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <vector>
@@ -129,20 +130,20 @@ void untransform_plane(const float* src, int64_t stride_j, int64_t H, int64_t W,
 
 }  // namespace
 
-// xt (B, C, T + 2, H, W) float32 contiguous; U (3, 36, Co, 3C): U[rot] for output frames t with
-// t % 3 == rot; bias (Co) or empty. Returns (B, Co, T, H, W).
+// xt (B, C, T + 2, H, W) float32 contiguous; U (36, Co, 3C); bias (Co) or empty.
+// Returns (B, Co, T, H, W).
 torch::Tensor winograd_causal_conv3d(torch::Tensor xt, torch::Tensor U, torch::Tensor bias, bool replicate) {
   TORCH_CHECK(xt.dim() == 5 && xt.scalar_type() == torch::kFloat32 && xt.is_contiguous(), "xt: contiguous float32 (B, C, T, H, W)");
-  TORCH_CHECK(U.dim() == 4 && U.size(0) == 3 && U.size(1) == 36 && U.is_contiguous(), "U: (3, 36, Co, 3C)");
+  TORCH_CHECK(U.dim() == 3 && U.size(0) == 36 && U.is_contiguous(), "U: (36, Co, 3C)");
   const int64_t B = xt.size(0), C = xt.size(1), Tp = xt.size(2), H = xt.size(3), W = xt.size(4);
-  const int64_t Co = U.size(2);
-  TORCH_CHECK(U.size(3) == 3 * C, "U's last dim must be 3 * C");
+  const int64_t Co = U.size(1);
+  TORCH_CHECK(U.size(2) == 3 * C, "U's last dim must be 3 * C");
   TORCH_CHECK(Tp >= 3, "need at least 3 (padded) frames");
   const int64_t T = Tp - 2;
   const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = nh * nw;
   auto opts = xt.options();
   auto out = torch::empty({B, Co, T, H, W}, opts);
-  auto ring = torch::empty({36, 3, C, P}, opts);   // V of the last three frames, slot = frame % 3
+  auto ring = torch::empty({36, 5, C, P}, opts);   // V of the last three frames, slot = frame % 3 (+ mirrors)
   auto M = torch::empty({36, Co, P}, opts);
   const bool has_bias = bias.defined() && bias.numel() == Co;
   const float* bp = has_bias ? bias.data_ptr<float>() : nullptr;
@@ -150,7 +151,7 @@ torch::Tensor winograd_causal_conv3d(torch::Tensor xt, torch::Tensor U, torch::T
   const float* x_p = xt.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
   const float* M_p = M.data_ptr<float>();
-  const int64_t ring_stride_j = 3 * C * P;
+  const int64_t ring_stride_j = 5 * C * P;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t f = 0; f < Tp; ++f) {
       const int64_t slot = f % 3;
@@ -160,9 +161,10 @@ torch::Tensor winograd_causal_conv3d(torch::Tensor xt, torch::Tensor U, torch::T
           transform_plane(src, H, W, nh, nw, replicate, ring_p + (slot * C + c) * P, ring_stride_j);
         }
       });
+      if (slot < 2) ring.select(1, slot + 3).copy_(ring.select(1, slot));
       if (f < 2) continue;
       const int64_t t = f - 2;             // output frame: input frames t, t + 1, t + 2
-      at::bmm_out(M, U[t % 3], ring.view({36, 3 * C, P}));
+      at::bmm_out(M, U, ring.narrow(1, t % 3, 3).flatten(1, 2));
       at::parallel_for(0, Co, 1, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o) {
           untransform_plane(M_p + o * P, Co * P, H, W, nh, nw, has_bias ? bp[o] : 0.f,

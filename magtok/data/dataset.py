@@ -13,12 +13,15 @@ Choices, and why
     * Validation happens once, at construction, in the calling process: every file is probed
       (``probe_video(mode=validate)``; default "packets": open, decode the first frame, count the
       packets without decoding, about 5 ms for a 250-frame clip; photos are decoded). Files that
-      cannot be read, are truncated (fewer readable frames than the container declares) or are
-      too short for one sample are left out, each with one ``warnings.warn`` naming the file and
-      the reason, and listed in ``dataset.skipped`` (path -> reason). Because this happens before
-      the DataLoader forks its workers, the main process knows every skip that can be found
-      without decoding everything. Use ``validate="decode"`` to find corrupt frames in the
-      middle of files too (slow: decodes everything), or ``"header"`` for huge data sets.
+      cannot be read or are too short for one sample are left out, each with one
+      ``warnings.warn`` naming the file and the reason, and listed in ``dataset.skipped`` (path ->
+      reason). A file whose container promises more frames than decode (cut short, or a header
+      that overcounts) is used with the frames that decode: one ``warnings.warn`` gives both
+      counts, and ``dataset.shortened`` maps its path to (declared, decodable) frames. Because
+      this happens before the DataLoader forks its workers, the main process knows every skip
+      that can be found without decoding everything. Use ``validate="decode"`` to find corrupt
+      frames in the middle of files too (slow: decodes everything), or ``"header"`` for huge
+      data sets (it trusts the header's frame count).
     * Damage only visible when decoding (a corrupt frame mid-file) is handled in ``__getitem__``:
       it never raises for a bad file; it warns once, records the file in that process's
       ``skipped`` and returns the next valid index (index + 1, + 2, ...), deterministically.
@@ -133,6 +136,69 @@ class VideoFolderDataset(Dataset):
     def __init__(self, root, frames: int, size, frame_stride: int = 1, target_fps: float | None = None,
                  train: bool = True, images: bool = True, videos: bool = True, seed: int | None = None,
                  validate: str = "packets"):
+        self._setup(root, frames, size, frame_stride, target_fps, train, seed, validate)
+        for path, kind in scan_media(root, videos=videos, images=images):
+            try:
+                item = self._probe(path, kind, validate)
+            except VideoReadError as e:
+                self._skip(path, e.reason)
+                continue
+            self.items.append(item)
+        if not self.items:
+            raise ValueError(f"no usable media under {root}: all {len(self.skipped)} files were "
+                             f"skipped: {self.skipped}")
+
+    @classmethod
+    def from_manifest(cls, manifest, frames: int, size, frame_stride: int = 1, target_fps: float | None = None,
+                      train: bool = True, images: bool = True, videos: bool = True,
+                      seed: int | None = None, name: str | None = None) -> "VideoFolderDataset":
+        """The same dataset from a manifest (``magtok manifest``: a Parquet file, local path or URL, or
+        its rows as dicts), without probing any file: path, kind, frames, fps, height and width come
+        from the rows. Rows with a probe ``error``, remote paths (training reads local files), rows
+        without a frame count or size, and videos too short for one sample are left out, each with one
+        warning, and listed in ``skipped``; a video whose container declared more frames than decode
+        is used with the frames that decode (``shortened``). Relative paths are relative to the
+        working directory, as ``magtok manifest`` recorded them. ``name``: how messages call the rows."""
+        from magtok.data.video import VideoInfo
+        if isinstance(manifest, (str, os.PathLike)):
+            from magtok.pipeline.manifest import read_manifest
+            name, rows = name or str(manifest), read_manifest(manifest)
+        else:
+            name, rows = name or "<manifest rows>", list(manifest)
+        self = cls.__new__(cls)
+        self._setup(name, frames, size, frame_stride, target_fps, train, seed, "packets")
+        for r in rows:
+            path = str(r["path"])
+            kind = r.get("kind") or ("image" if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS else "video")
+            if (kind == "image" and not images) or (kind == "video" and not videos):
+                continue
+            h, w, n, fps = r.get("height"), r.get("width"), r.get("frames"), r.get("fps")
+            if r.get("error"):
+                reason, prefix = str(r["error"]), f"cannot read {path}: "
+                self._skip(path, reason[len(prefix):] if reason.startswith(prefix) else reason)
+            elif "://" in path and not path.startswith("file://"):
+                self._skip(path, "a remote path: training reads local files (copy the videos to a local or "
+                                 "mounted folder and write the manifest there)")
+            elif not n or not h or not w:
+                self._skip(path, "the manifest row has no frame count or size (write it with `magtok manifest`)")
+            elif kind == "image":
+                self.items.append(MediaItem(path.removeprefix("file://"), "image", 1, 0.0, int(h), int(w)))
+            else:
+                path = path.removeprefix("file://")
+                fps = float(fps or 0.0)
+                info = VideoInfo(path, int(n), fps, int(h), int(w), int(n) / fps if fps else 0.0,
+                                 int(r.get("declared_frames") or 0))
+                try:
+                    self.items.append(self._video_item(path, info))
+                except VideoReadError as e:
+                    self._skip(path, e.reason)
+        if not self.items:
+            raise ValueError(f"no usable media in the manifest {name}: {len(rows)} rows, {len(self.skipped)} "
+                             f"skipped: {dict(list(self.skipped.items())[:5])}")
+        return self
+
+    def _setup(self, root, frames, size, frame_stride, target_fps, train, seed, validate) -> None:
+        """Check the options and set the attributes (no files yet)."""
         if int(frames) != frames or frames < 1:
             raise ValueError(f"frames must be a positive integer, not {frames}")
         if isinstance(size, int):
@@ -157,19 +223,9 @@ class VideoFolderDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.skipped: dict[str, str] = {}
+        self.shortened: dict[str, tuple[int, int]] = {}   # path -> (declared, decodable) frames
         self._bad: set[int] = set()
-
         self.items: list[MediaItem] = []
-        for path, kind in scan_media(root, videos=videos, images=images):
-            try:
-                item = self._probe(path, kind, validate)
-            except VideoReadError as e:
-                self._skip(path, e.reason)
-                continue
-            self.items.append(item)
-        if not self.items:
-            raise ValueError(f"no usable media under {root}: all {len(self.skipped)} files were "
-                             f"skipped: {self.skipped}")
 
     # ------------------------------------------------------------------ construction helpers
     def _step(self, fps: float) -> float:
@@ -191,17 +247,24 @@ class VideoFolderDataset(Dataset):
             else:
                 h, w = read_image(path).shape[:2]
             return MediaItem(path, "image", 1, 0.0, h, w)
-        info = probe_video(path, mode=validate)
-        if info.declared_frames > info.num_frames:
-            raise VideoReadError(path, f"truncated: the container declares {info.declared_frames} "
-                                       f"frames but only {info.num_frames} can be read")
+        return self._video_item(path, probe_video(path, mode=validate))   # num_frames: the frames that decode
+
+    def _video_item(self, path: str, info) -> MediaItem:
+        """A usable video from what is known of it (a probe or a manifest row); VideoReadError if not."""
         if self.target_fps is not None and info.fps <= 0:
             raise VideoReadError(path, "unknown frame rate, cannot resample to target_fps")
+        short = info.declared_frames > info.num_frames   # cut short, or a header that overcounts
         need = self._span(info.fps)
         if info.num_frames < need:
             how = f"target_fps={self.target_fps}" if self.target_fps else f"frame_stride={self.frame_stride}"
-            raise VideoReadError(path, f"too short: {info.num_frames} frames, a sample of "
-                                       f"{self.frames} frames at {how} needs {need}")
+            promised = f" (the container declares {info.declared_frames})" if short else ""
+            raise VideoReadError(path, f"too short: {info.num_frames} frames decode{promised}, a sample "
+                                       f"of {self.frames} frames at {how} needs {need}")
+        if short:
+            self.shortened[path] = (info.declared_frames, info.num_frames)
+            warnings.warn(f"{path}: the container declares {info.declared_frames} frames but only "
+                          f"{info.num_frames} decode (cut short or a wrong header); using those "
+                          f"{info.num_frames}", stacklevel=4)
         return MediaItem(path, "video", info.num_frames, info.fps, info.height, info.width)
 
     def _skip(self, path: str, reason: str) -> None:
@@ -328,18 +391,68 @@ def build_training_datasets(cfg, tcfg, val_data=None):
     tokenizer's ``frames`` and ``image_size``. Separate datasets keep video and image batches apart.
     """
     d = cfg.data
-    if not d.train_dir:
-        raise ValueError("cfg.data.train_dir is empty: set it to a folder of videos")
+    manifest = getattr(d, "manifest", "")
+    if not d.train_dir and not manifest:
+        raise ValueError("cfg.data.train_dir is empty: set it to a folder of videos (or data.manifest to a "
+                         "manifest written by `magtok manifest`)")
     frames = d.frames or tcfg.frames
     size = tuple(d.size or tcfg.image_size)
     common = dict(frames=frames, size=size, frame_stride=d.frame_stride, target_fps=d.target_fps)
-    train = VideoFolderDataset(d.train_dir, train=True, images=False, **common)
-    if val_data is None and d.val_dir:
+    if manifest:   # no file is probed: the manifest's rows say what each file holds
+        from magtok.pipeline.manifest import read_manifest
+        train_rows, val_rows = _split_manifest(read_manifest(manifest), d.train_dir, d.val_dir)
+        if not train_rows:
+            where = f" under data.train_dir={d.train_dir}" if d.train_dir else ""
+            raise ValueError(f"data.manifest {manifest} lists no training files{where} (data.val_dir="
+                             f"{d.val_dir or '<unset>'}); write it with `magtok manifest` over the training videos")
+        train = VideoFolderDataset.from_manifest(train_rows, train=True, images=False,
+                                                 name=f"{manifest} (training rows)", **common)
+        if val_data is None and val_rows:
+            val_data = VideoFolderDataset.from_manifest(val_rows, train=False, images=False,
+                                                        name=f"{manifest} (validation rows)", **common)
+    else:
+        train_rows = None
+        train = VideoFolderDataset(d.train_dir, train=True, images=False, **common)
+    if val_data is None and d.val_dir:   # a val_dir the manifest does not cover is probed as before
         val_data = VideoFolderDataset(d.val_dir, train=False, images=False, **common)
+    if d.still_motion > 0 and not (d.stills_dir or d.train_dir):
+        raise ValueError("data.still_motion > 0 needs data.stills_dir (a folder of photos) when training "
+                         "from data.manifest without data.train_dir")
+    if d.still_motion > 0:
+        from magtok.data.augment import MixtureDataset, MovingStillsDataset
+
+        if not d.still_motion <= 1:
+            raise ValueError(f"data.still_motion is a share of training clips in [0, 1], not {d.still_motion}")
+        stills = MovingStillsDataset(d.stills_dir or d.train_dir, frames=frames, size=size, motion=d.motion)
+        if d.still_motion >= 1:
+            train = stills
+        else:
+            train = MixtureDataset([train, stills], [1 - d.still_motion, d.still_motion],
+                                   length=max(len(train) + len(stills), 64))
     images = None
     if d.images and d.image_batch_ratio > 0:
         try:
-            images = VideoFolderDataset(d.train_dir, frames=1, size=size, train=True, videos=False)
+            if train_rows is not None:
+                images = VideoFolderDataset.from_manifest(train_rows, frames=1, size=size, train=True, videos=False,
+                                                          name=f"{manifest} (training rows)")
+            else:
+                images = VideoFolderDataset(d.train_dir, frames=1, size=size, train=True, videos=False)
         except ValueError as e:
             warnings.warn(f"no image batches: {e}", stacklevel=2)
     return train, val_data, images
+
+
+def _split_manifest(rows: list[dict], train_dir: str, val_dir: str) -> tuple[list[dict], list[dict]]:
+    """(training rows, validation rows) of a manifest: rows whose path lies under ``val_dir`` are
+    validation; the others are training (only those under ``train_dir`` when it is set)."""
+    def under(path: str, folder: str) -> bool:
+        if not folder:
+            return False
+        if "://" in path or "://" in folder:
+            return path.startswith(folder.rstrip("/") + "/")
+        return os.path.abspath(path).startswith(os.path.abspath(folder).rstrip(os.sep) + os.sep)
+
+    val = [r for r in rows if under(str(r["path"]), val_dir)]
+    train = [r for r in rows if not under(str(r["path"]), val_dir)
+             and (not train_dir or under(str(r["path"]), train_dir))]
+    return train, val

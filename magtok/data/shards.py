@@ -334,19 +334,32 @@ class TokenSequenceDataset(Dataset):
 
     ``flatten=True``: codes as a 1-D int64 tensor in raster order (t, h, w); with N codebooks the
     N codes of a position are adjacent ("t h w n"). ``flatten=False``: the grid as stored.
+
+    Reads both shard formats: Parquet folders (``magtok tokenize-dataset``; one item per row, through
+    the compact index of ``magtok.data.parquet``: nothing per row is held or pickled) and the binary
+    MTOK shard folders of ``ShardWriter``.
     """
 
     def __init__(self, dir, flatten: bool = True, verify: bool = True):
-        self.reader = ShardReader(dir, verify=verify)
+        from magtok.data.parquet import ParquetTokenReader, is_parquet_folder
         self.flatten = flatten
-        self._ids = self.reader.ids()
+        if is_parquet_folder(dir):
+            self.reader = ParquetTokenReader(dir)
+            self._ids = None
+        else:
+            self.reader = ShardReader(dir, verify=verify)
+            self._ids = self.reader.ids()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.reader) if self._ids is None else len(self._ids)
 
     def __getitem__(self, i: int) -> dict:
-        vid = self._ids[i]
-        codes = self.reader[vid]
+        if self._ids is None:
+            row = self.reader[i]
+            vid, codes = row["id"], torch.from_numpy(row["codes"])
+        else:
+            vid = self._ids[i]
+            codes = self.reader[vid]
         if self.flatten:
             if codes.dim() == 4:
                 codes = rearrange(codes, "n t h w -> (t h w n)")

@@ -3,17 +3,23 @@
 Layouts and ranges
     frames   uint8 numpy (T, H, W, 3), RGB, as decoded by PyAV ``frame.to_ndarray(format="rgb24")``
     clip     float tensor (3, T, H, W) in [-1, 1]; a batch is (B, 3, T, H, W)
-    u8 -> float is ``u / 127.5 - 1`` (bit-identical to the reference arrays in shared/reference);
+    u8 -> float is ``u / 127.5 - 1`` (bit-identical to the reference arrays in tests/data/reference);
     float -> u8 is ``round((x + 1) * 127.5)`` clamped to [0, 255].
 
 Frame indices
-    Frame ``i`` of a file is the ``i``-th decoded frame in presentation order. ``read_video`` with a
-    non-zero ``start`` seeks to the key frame at or before ``start`` and decodes forward from there,
-    so a crop near the end of a long file never decodes the file from frame 0. The index of a frame
-    after a seek is derived from its timestamp, ``round((pts - start_time) * time_base * fps)``, which
-    assumes a constant frame rate (the average rate of the stream). When a frame has no timestamp,
-    or the seek lands after the wanted frame, the reader falls back to decoding from the start, so
-    the answer is always the same as a sequential decode for constant-frame-rate files.
+    Frame ``i`` of a file is the ``i``-th frame that a sequential decode from the start yields, in
+    presentation order. Decoding ends where the file stops being readable: a file cut short, whose
+    last packet is incomplete, or a packet the decoder rejects ends it, and the frames the decoder
+    still holds (B-frame reordering) are flushed out, so every frame that decodes is used.
+    ``probe_video`` counts exactly these frames (a header that promises more is reported as
+    ``declared_frames``). ``read_video`` with a non-zero ``start`` seeks to the key frame at or
+    before ``start`` and decodes forward from there, so a crop near the end of a long file never
+    decodes the file from frame 0. The key frame's index comes from its timestamp,
+    ``round((pts - pts_of_frame_0) * time_base * fps)``, which assumes a constant frame rate (the
+    average rate of the stream); the frames after it are counted, not derived from their
+    timestamps, which a decoder may hand out out of order (AVI with B-frames). When a frame has no
+    timestamp, or the seek cannot land at or before the wanted frame, the reader decodes from the
+    start, so the answer is always the same as a sequential decode for constant-frame-rate files.
 
 Writing
     ``write_video`` writes H.264 (libx264) in an MP4 (or whatever the suffix names), atomically: into
@@ -54,10 +60,93 @@ class VideoReadError(ValueError):
         super().__init__(f"cannot read {self.path}: {reason}")
 
 
+# --------------------------------------------------------------------------------------- decoding
+# H.264 allows up to 16 B-frames; after a seek into an open GOP, frames that reference the previous
+# GOP can come out before the key frame. More than this many non-key frames before it: give up.
+_MAX_LEADING = 18
+
+
+class _Frames:
+    """Decoded frames, in presentation order, from the container's current position to the end of
+    the readable part of the stream.
+
+    A demuxing error, a packet the demuxer flags as corrupt (the partial last packet of a file cut
+    short) or a packet the decoder rejects ends the readable part (``error`` says which; None at
+    the end of the file). The decoder is then flushed, so the frames it still holds for B-frame
+    reordering come out too; after an error, those that follow a lost frame (a B-frame whose
+    packet was cut off is missing between them) are dropped, so the frames form a gap-free start
+    of the video. That check uses the timestamps, so it is skipped for AVI, whose timestamps are
+    decode-order counters (the last few frames of an AVI cut inside a group of B-frames can skip
+    lost ones), and it needs an error: a Matroska file cut short reports none (its demuxer drops
+    the partial block), so the same holds there. Packets of size 0 (AVI's dropped-frame entries, PyAV's final flush
+    packet) are not sent to the decoder: an empty packet would put it into draining mode.
+    """
+
+    def __init__(self, container, stream):
+        self.container, self.stream, self.error = container, stream, None
+
+    def __iter__(self):
+        import av
+        last_pts = None
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets, None)
+            except Exception as e:  # av raises InvalidDataError, OSError, ... from av_read_frame
+                self.error = f"the container cannot be read further ({type(e).__name__}: {e})"
+                break
+            if packet is None:
+                break
+            if not packet.size:
+                continue
+            if packet.is_corrupt:
+                self.error = "a packet is incomplete (the file is cut short)"
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:
+                self.error = f"a packet does not decode ({e})"
+                break
+            for frame in frames:
+                last_pts = frame.pts
+                yield frame
+        try:
+            held = self.stream.codec_context.decode(None)   # flush: the frames held for reordering
+        except av.error.FFmpegError:
+            held = []
+        tick = self._tick() if self.error is not None else None
+        for frame in held:
+            if tick is not None and last_pts is not None and (
+                    frame.pts is None or abs(frame.pts - last_pts - tick) > tick / 2):
+                return   # a frame between them was lost with the damaged part
+            last_pts = frame.pts
+            yield frame
+
+    def _tick(self) -> float | None:
+        """One frame's duration in timestamp units, or None when timestamps cannot show a gap."""
+        fps, tb = _stream_fps(self.stream), self.stream.time_base
+        if "avi" in (self.container.format.name or "").split(",") or fps <= 0 or not tb:
+            return None
+        return 1.0 / (fps * float(tb))
+
+
+def _first_key_frame(it):
+    """The first key frame that ``it`` yields after a seek (leading frames of an open GOP, which
+    may reference frames before the seek point, are dropped), or None."""
+    for _ in range(_MAX_LEADING):
+        frame = next(it, None)
+        if frame is None or frame.pts is None:
+            return None
+        if frame.key_frame:
+            return frame
+    return None
+
+
 # --------------------------------------------------------------------------------------- probing
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a file holds. ``num_frames`` counts readable frames (see ``probe_video``)."""
+    """What a file holds. ``num_frames`` counts the frames that decode (see ``probe_video``);
+    ``declared_frames > num_frames`` means the file is cut short or its header overcounts."""
 
     path: str
     num_frames: int
@@ -88,16 +177,75 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+@dataclass
+class _PacketScan:
+    frames: int = 0                 # packets that carry a frame, before the first damaged one
+    clean: bool = True              # no demuxing error, no incomplete packet
+    key_pos: int | None = None      # frames before the last key packet (in demux order)
+    key_pts: int | None = None      # that key packet's timestamp
+    leading: int = 0                # later packets shown before it (open GOP)
+
+
+def _scan_packets(container, stream) -> _PacketScan:
+    """Demux the stream without decoding (a truncated file's partial last packet is not counted;
+    packets that the container marks to be discarded, e.g. outside an mp4 edit list, decode to no
+    frame and are not counted)."""
+    scan = _PacketScan()
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+        except Exception:
+            scan.clean = False
+            break
+        if packet is None:
+            break
+        if not packet.size:
+            continue
+        if packet.is_corrupt:
+            scan.clean = False
+            break
+        if packet.is_discard:
+            continue
+        if packet.is_keyframe and packet.pts is not None:
+            scan.key_pos, scan.key_pts, scan.leading = scan.frames, packet.pts, 0
+        elif scan.key_pts is not None and packet.pts is not None and packet.pts < scan.key_pts:
+            scan.leading += 1
+        scan.frames += 1
+    return scan
+
+
+def _count_from_last_key(container, stream, scan: _PacketScan) -> int | None:
+    """Frames a sequential decode yields, decoding only from the last key frame: the frames shown
+    before it (one per packet) plus the frames that decode from it on. None when the seek does not
+    land on that key frame (the caller then decodes everything)."""
+    if scan.key_pts is None:
+        return None
+    try:
+        container.seek(scan.key_pts, stream=stream, backward=True, any_frame=False)
+    except Exception:
+        return None
+    it = iter(_Frames(container, stream))
+    key = _first_key_frame(it)
+    if key is None or key.pts != scan.key_pts:
+        return None
+    n = scan.key_pos + scan.leading + 1 + sum(1 for _ in it)
+    return n if n <= scan.frames else None
+
+
 def probe_video(path, mode: str = "packets") -> VideoInfo:
     """Frame count, rate and size of a video file.
 
-    ``mode`` says how frames are counted:
+    ``num_frames`` is the number of frames that decode, i.e. what ``read_video(path)`` returns.
+    ``mode`` says how they are counted:
       * ``"header"``: trust the container's frame count (no I/O beyond the header; 0-frame headers,
-        e.g. some webm/gif, fall back to ``"packets"``).
+        e.g. some webm/gif, fall back to ``"packets"``). A header can promise more than decodes.
       * ``"packets"`` (default): count the video packets by demuxing the whole file without decoding
         (one pass of I/O, a few ms for a short clip). One packet is one frame in mp4/mov/mkv/webm/
-        gif. A count below the container's declared count means the file is truncated: it is
-        reported as ``num_frames`` (the readable frames) and ``declared_frames``.
+        avi/gif. When the count disagrees with the container's declared count, or the demuxer
+        meets damage (a file cut short: its last packet is incomplete), the packets are not
+        trusted: the last key frame's group of pictures is decoded to find exactly how many frames
+        decode (the whole file when seeking there fails). ``declared_frames`` keeps the promise.
       * ``"decode"``: decode every frame and count them (exact, slow: about 0.5 ms per 640x272 frame).
     Every mode decodes the first frame, so a file whose codec cannot decode raises here.
     Raises ``VideoReadError`` for a missing, unreadable or zero-frame file.
@@ -109,31 +257,30 @@ def probe_video(path, mode: str = "packets") -> VideoInfo:
         stream = container.streams.video[0]
         declared = int(stream.frames or 0)
         fps = _stream_fps(stream)
+        frames = _Frames(container, stream)
+        it = iter(frames)
         try:
-            first = next(container.decode(stream), None)
+            first = next(it, None)
         except Exception as e:
             raise VideoReadError(path, f"first frame does not decode ({e})") from None
         if first is None:
-            raise VideoReadError(path, "no frames")
+            raise VideoReadError(path, f"no frame decodes: {frames.error}" if frames.error else "no frames")
         height, width = first.height, first.width
         if mode == "header" and declared > 0:
             n = declared
         elif mode == "decode":
-            n = 1
-            try:
-                for _ in container.decode(stream):
-                    n += 1
-            except Exception:
-                pass  # a decode error ends the readable part; the count says how far it got
+            n = 1 + sum(1 for _ in it)
         else:
+            it.close()
             container.seek(0)
-            n = 0
-            try:
-                for packet in container.demux(stream):
-                    if packet.size:
-                        n += 1
-            except Exception:
-                pass
+            scan = _scan_packets(container, stream)
+            n = scan.frames
+            if not scan.clean or (declared and declared != n):
+                exact = _count_from_last_key(container, stream, scan)
+                if exact is None:
+                    container.seek(0)
+                    exact = sum(1 for _ in _Frames(container, stream))
+                n = exact
     finally:
         container.close()
     if n == 0:
@@ -167,54 +314,76 @@ def _step(stride: int, target_fps: float | None, fps: float) -> float:
     return float(stride)
 
 
-def _decode_range(container, stream, path, first: int, last: int) -> Iterator[tuple[int, object]]:
-    """Yield (index, av.VideoFrame) for frames first..last (inclusive), seeking when first > 0."""
-    fps = _stream_fps(stream)
-    tb = stream.time_base
-    t0 = stream.start_time or 0
-    can_seek = first > 0 and fps > 0 and tb is not None
-    if can_seek:
-        target = t0 + int(math.floor(first / fps / tb))
+def _seek_near(container, stream, first: int, fps: float, tb):
+    """Seek to a key frame at or before frame ``first``: (its index, the frame, the iterator that
+    continues after it, its ``_Frames``), or None when that cannot be done reliably.
+
+    The index comes from the key frame's timestamp measured from the first frame's timestamp
+    (decoded first: AVI with B-frames starts at 1, not at the stream's start_time). Only the key
+    frame's timestamp is used: later frames are counted, because their timestamps are not always
+    in order (AVI stores decode-order stamps, and the decoder hands them out permuted).
+    Demuxers that index decode timestamps can land on a key frame just after ``first`` (its
+    decode time is earlier than its presentation time); then it seeks again, earlier.
+    """
+    head = iter(_Frames(container, stream))
+    frame = next(head, None)
+    head.close()
+    if frame is None or frame.pts is None:
+        return None
+    origin = frame.pts
+    want = origin + int(math.floor(first / fps / tb))      # frame `first`'s timestamp
+    target = want
+    for _ in range(3):
         try:
             container.seek(target, stream=stream, backward=True, any_frame=False)
         except Exception:
-            can_seek = False
-    if can_seek:
-        it = container.decode(stream)
-        try:
-            frame = next(it, None)
-        except Exception as e:
-            raise VideoReadError(path, f"decoding failed after seeking to frame {first} ({e})") from None
-        ok = frame is not None and frame.pts is not None
-        idx = round(float((frame.pts - t0) * tb) * fps) if ok else None
-        if ok and idx <= first:
-            yield from _walk(it, frame, idx, first, last, t0, tb, fps, path)
-            return
-        container.seek(0)  # the seek overshot or timestamps are missing: decode from the start
-    idx = -1
-    try:
-        for frame in container.decode(stream):
-            idx += 1
-            if idx > last:
-                return
-            if idx >= first:
-                yield idx, frame
-    except Exception as e:
-        raise VideoReadError(path, f"decoding failed near frame {idx + 1} ({e})") from None
+            return None
+        frames = _Frames(container, stream)
+        it = iter(frames)
+        key = _first_key_frame(it)
+        if key is None:
+            return None
+        idx = round(float((key.pts - origin) * tb) * fps)
+        if 0 <= idx <= first:
+            return idx, key, it, frames
+        if idx < 0 or target <= origin:
+            return None
+        target = max(origin, target - (key.pts - want) - 1)   # landed after `first`: seek earlier
+    return None
 
 
-def _walk(it, frame, idx, first, last, t0, tb, fps, path):
-    try:
-        while frame is not None:
-            if idx > last:
-                return
-            if idx >= first:
-                yield idx, frame
-            frame = next(it, None)
-            if frame is not None:
-                idx = round(float((frame.pts - t0) * tb) * fps) if frame.pts is not None else idx + 1
-    except Exception as e:
-        raise VideoReadError(path, f"decoding failed near frame {idx + 1} ({e})") from None
+def _decode_range(container, stream, path, first: int, last: int,
+                  status: dict | None = None) -> Iterator[tuple[int, object]]:
+    """Yield (index, av.VideoFrame) for frames first..last (inclusive), seeking when first > 0.
+
+    The frames are exactly those of a sequential decode from frame 0 (see ``_Frames``): after a
+    seek, the key frame's index anchors the count and every later frame takes the next index.
+    When the readable part ends before ``last``, ``status`` (if given) gets ``"end"`` (the number
+    of frames that decode) and ``"error"`` (what ended it; None at the end of the file).
+    """
+    fps = _stream_fps(stream)
+    tb = stream.time_base
+    sought = None
+    if first > 0 and fps > 0 and tb is not None:
+        sought = _seek_near(container, stream, first, fps, tb)
+        if sought is None:
+            try:
+                container.seek(0)  # the seek failed, overshot or lacks timestamps: decode from the start
+            except Exception as e:
+                raise VideoReadError(path, f"cannot seek back to the start ({e})") from None
+    if sought is None:
+        frames = _Frames(container, stream)
+        it = iter(frames)
+        idx, frame = 0, next(it, None)
+    else:
+        idx, frame, it, frames = sought
+    while frame is not None and idx <= last:
+        if idx >= first:
+            yield idx, frame
+        frame = next(it, None)
+        idx += 1
+    if frame is None and status is not None:
+        status.update(end=idx, error=frames.error)
 
 
 def _gather(container, stream, path, wanted: np.ndarray) -> np.ndarray:
@@ -222,13 +391,16 @@ def _gather(container, stream, path, wanted: np.ndarray) -> np.ndarray:
     first, last = int(wanted[0]), int(wanted[-1])
     needed = set(wanted.tolist())
     got: dict[int, np.ndarray] = {}
-    for idx, frame in _decode_range(container, stream, path, first, last):
+    status: dict = {}
+    for idx, frame in _decode_range(container, stream, path, first, last, status):
         if idx in needed and idx not in got:
             got[idx] = frame.to_ndarray(format="rgb24")
     missing = [i for i in needed if i not in got]
     if missing:
-        raise VideoReadError(path, f"frames {min(missing)}..{max(missing)} are missing "
-                                   f"(the file ends or is truncated before them)")
+        why = status.get("error") or "the file ends there"
+        raise VideoReadError(path, f"frames {min(missing)}..{max(missing)} are missing: only "
+                                   f"{status.get('end', '?')} frames decode ({why}); read fewer frames "
+                                   f"or start earlier")
     return np.stack([got[i] for i in wanted.tolist()])
 
 
@@ -250,7 +422,7 @@ def read_video(path, start: int = 0, num_frames: int | None = None, stride: int 
         step = _step(stride, target_fps, fps)
         out_fps = target_fps if target_fps is not None else fps / step
         if num_frames is None:
-            total = int(stream.frames or 0) or probe_video(path).num_frames
+            total = probe_video(path).num_frames   # the frames that decode, not the header's promise
             if start >= total:
                 raise VideoReadError(path, f"start frame {start} is past the end ({total} frames)")
             num_frames = int(math.floor((total - 1 - start) / step + 1e-9)) + 1

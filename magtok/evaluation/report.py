@@ -69,12 +69,47 @@ def summary_table(result: EvalResult) -> str:
     n = len(result.records)
     lines = [f"| metric (over {n} clip{'s' if n != 1 else ''}) | mean | std | min | max | better |",
              "|---|---:|---:|---:|---:|---|"]
-    for key, label, better in _ROWS:
-        a = result.aggregates.get(key)
-        if a is None:
-            continue
-        lines.append(f"| {label} | {_fmt(a['mean'])} | {_fmt(a['std'])} | {_fmt(a['min'])} | "
-                     f"{_fmt(a['max'])} | {better} |")
+    for prefix, who in [("", "")] + [(f"{b}/", f"{_BASELINE_LABELS.get(b, b)}: ")
+                                       for b in result.settings.get("baselines") or ()]:
+        for key, label, better in _ROWS:
+            a = result.aggregates.get(prefix + key)
+            if a is None:
+                continue
+            lines.append(f"| {who}{label} | {_fmt(a['mean'])} | {_fmt(a['std'])} | {_fmt(a['min'])} | "
+                         f"{_fmt(a['max'])} | {better} |")
+    return "\n".join(lines)
+
+
+_BASELINE_LABELS = {"temporal_mean": "temporal-mean frame", "h264": "H.264 at equal bits"}
+
+
+def baseline_table(result: EvalResult) -> str:
+    """Per file (mean over its clips): the tokenizer's PSNR / LPIPS next to each baseline's; empty
+    when no baseline was run."""
+    names = list(result.settings.get("baselines") or ())
+    if not names:
+        return ""
+    has_lpips = result.aggregates.get("lpips") is not None
+    head = ["file", "clips", "tokenizer PSNR"] + [f"{_BASELINE_LABELS.get(n, n)} PSNR" for n in names]
+    if has_lpips:
+        head += ["tokenizer LPIPS"] + [f"{_BASELINE_LABELS.get(n, n)} LPIPS" for n in names]
+    if "h264" in names:
+        head += ["H.264 CRF (mean)", "H.264 bits / token bits"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    files: dict[str, list] = {}
+    for r in result.records:
+        files.setdefault(r.file, []).append(r)
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    for f, recs in files.items():
+        row = [f"`{f}`", str(len(recs)), f"{mean([r.psnr for r in recs]):.2f}"]
+        row += [f"{mean([r.baselines[n]['psnr'] for r in recs]):.2f}" for n in names]
+        if has_lpips:
+            row += [f"{mean([r.lpips for r in recs]):.3f}"]
+            row += [f"{mean([r.baselines[n]['lpips'] for r in recs]):.3f}" for n in names]
+        if "h264" in names:
+            h = [r.baselines["h264"] for r in recs]
+            row += [f"{mean([x['crf'] for x in h]):.1f}", f"{mean([x['bits'] / x['budget_bits'] for x in h]):.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -92,6 +127,7 @@ def dataset_table(result: EvalResult) -> str:
                                  f"{cb['tokens']} tokens)"),
         ("codebook perplexity", f"{_fmt(cb['perplexity'], 2)} (entropy {_fmt(cb['entropy_bits'], 3)} bits)"),
         ("bits per token", _fmt(d["bits_per_token"], 2)),
+        ("bits per pixel", _fmt(d.get("bits_per_pixel"), 4)),
         ("tokens per clip", f"{d['tokens_per_clip']} ({shape})"),
         ("compression ratio (8-bit RGB bits / token bits)", _fmt(d["compression_ratio"], 2)),
         ("throughput (encode + decode)", f"{_fmt(tp['clips_per_s'], 3)} clips/s, {_fmt(tp['frames_per_s'], 3)} "
@@ -112,6 +148,8 @@ def summary_markdown(result: EvalResult) -> str:
            f"Best clip: `{result.best.file}` from frame {result.best.start} (PSNR {result.best.psnr:.2f} dB); "
            f"worst: `{result.worst.file}` from frame {result.worst.start} (PSNR {result.worst.psnr:.2f} dB).", "",
            "## Data set", "", dataset_table(result), ""]
+    if result.settings.get("baselines"):
+        out[-4:-4] = ["## Per file, next to the baselines", "", baseline_table(result), ""]
     if d.get("fvd_caveat"):
         out += [f"> **FVD caveat:** {d['fvd_caveat']}.", ""]
     out += ["## Settings", ""]

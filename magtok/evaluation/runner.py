@@ -17,7 +17,11 @@ Clip selection (deterministic: the same folder and settings give the same clips 
     * Space: each frame is resized (bilinear, antialiased) so that it covers ``size`` keeping its
       aspect ratio (int: the short side becomes ``size``), then centre-cropped to ``size``.
     * ``max_clips``: stop after the first ``max_clips`` clips that could be read, in the order above.
-    * Unreadable, corrupt, truncated or too short files are skipped and listed with the reason.
+    * Length: a video's ``n`` is the number of frames that decode (:func:`magtok.data.probe_video`).
+      A file whose container promises more (cut short, or a header that overcounts) is evaluated on
+      the frames that decode, with one warning and a note giving both counts.
+    * Unreadable or corrupt files, and videos with fewer decodable frames than one window, are
+      skipped and listed with the reason.
 
 Metrics
     Reconstruction is ``decode(encode(clip))`` (or ``decode_chunked(encode_chunked(...))`` with
@@ -78,6 +82,8 @@ class ClipRecord:
     psnr: float
     ssim: float | None = None
     lpips: float | None = None
+    # baseline name -> {"psnr", "ssim", "lpips", and for h264 "crf", "bits", "budget_bits", "fits"}
+    baselines: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -208,7 +214,12 @@ def _load_model(model) -> tuple[VideoTokenizer, str | None]:
     if isinstance(model, VideoTokenizer):
         return model, None
     if isinstance(model, (str, os.PathLike)):
+        from magtok.models.pretrained import list_pretrained, resolve_pretrained
+
         d = Path(model)
+        if not d.exists() and str(model) in list_pretrained():       # a bundled name, e.g. "magtok-small"
+            d = resolve_pretrained(str(model))
+            return VideoTokenizer.from_pretrained(d), str(model)
         if not d.exists():
             raise FileNotFoundError(f"model folder {d} does not exist (it should hold config.json and "
                                     "model.safetensors, written by `magtok train` or save_pretrained)")
@@ -237,6 +248,11 @@ def _plan(root: Path, frames: int, size: tuple[int, int], clips_per_video: int,
                                 validate="packets")
     for p, reason in ds.skipped.items():
         skipped[_rel(p, root)] = reason
+    for p, (declared, decodable) in ds.shortened.items():   # use the frames that decode; say so once
+        msg = (f"{_rel(p, root)}: the container declares {declared} frames but only {decodable} decode "
+               f"(cut short or a wrong header); its clips come from the {decodable} that decode")
+        notes.append(msg)
+        warnings.warn(msg, stacklevel=3)
     plan, fewer = [], 0
     for item in ds.items:
         if item.kind == "image":
@@ -304,7 +320,8 @@ def _batches(it, batch_size):
 def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 17, size=128,
              metrics: str | Sequence[str] = KNOWN_METRICS, clips_per_video: int = 1,
              max_clips: int | None = None, batch_size: int = 1, chunk_latents: int | None = None,
-             device: str | torch.device = "cpu", progress: bool = True) -> EvalResult:
+             device: str | torch.device = "cpu", progress: bool = True,
+             baselines: str | Sequence[str] = ()) -> EvalResult:
     """Reconstruct every clip of ``data_dir`` with ``model`` and score it (see the module docstring).
 
     Args:
@@ -323,6 +340,9 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
         device: where the tokenizer and the metric networks run. The model is put back on its
             device and in its train/eval mode afterwards.
         progress: show a tqdm progress bar (stderr).
+        baselines: any of "temporal_mean" (each frame replaced by the window's mean frame) and "h264"
+            (libx264 at the smallest CRF whose bitstream fits the tokens' bits for the same window);
+            each is scored with the same metrics per clip (:mod:`magtok.evaluation.baselines`).
 
     Raises:
         FileNotFoundError / NotADirectoryError: missing model or data folder.
@@ -341,6 +361,14 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
                                       or chunk_latents < 1):
         raise ValueError(f"chunk_latents must be a positive integer or None; got {chunk_latents!r}")
 
+    from magtok.evaluation.baselines import BASELINES, run_baseline
+
+    if isinstance(baselines, str):
+        baselines = [b.strip() for b in baselines.split(",") if b.strip()]
+    baselines = tuple(baselines)
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
     tok, model_path = _load_model(model)
     r_t, r_s = tok.time_compression, tok.space_compression
     if (frames - 1) % r_t:
@@ -404,10 +432,20 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
             usage.update(codes.cpu())
             if fvd_acc is not None:
                 fvd_acc.update(real=x[:, :, :FVD_NUM_FRAMES], fake=recon[:, :, :FVD_NUM_FRAMES])
+            budget = float(math.prod(latent_shape)) * float(tok.bits_per_token)
             for i, (file, start, _) in enumerate(batch):
+                base_scores = {}
+                for name in baselines:
+                    b_recon, info = run_baseline(name, x[i].cpu(), budget)
+                    b = b_recon[None].to(device).clamp(-1, 1)
+                    base_scores[name] = {"psnr": float(psnr(x[i:i + 1], b, max_db=PSNR_CAP_DB).mean()), **info}
+                    if "ssim" in metrics:
+                        base_scores[name]["ssim"] = float(ssim(x[i:i + 1], b).double().mean())
+                    if "lpips" in metrics:
+                        base_scores[name]["lpips"] = float(lpips(x[i:i + 1], b).double().mean())
                 rec = ClipRecord(file=file, start=int(start), psnr=float(p[i]),
                                  ssim=None if s is None else float(s[i]),
-                                 lpips=None if lp is None else float(lp[i]))
+                                 lpips=None if lp is None else float(lp[i]), baselines=base_scores)
                 idx = len(records)
                 records.append(rec)
                 if best is None or rec.psnr > best[0]:
@@ -431,6 +469,18 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
         aggregates["ssim"] = _stats([r.ssim for r in records])
     if "lpips" in metrics:
         aggregates["lpips"] = _stats([r.lpips for r in records])
+
+    for name in baselines:
+        for m in ("psnr", "ssim", "lpips"):
+            if m == "psnr" or m in metrics:
+                aggregates[f"{name}/{m}"] = _stats([r.baselines[name][m] for r in records])
+    if "temporal_mean" in baselines:
+        per_file: dict[str, list[tuple[float, float]]] = {}
+        for r in records:
+            per_file.setdefault(r.file, []).append((r.psnr, r.baselines["temporal_mean"]["psnr"]))
+        behind = [f for f, v in per_file.items() if np.mean([a for a, _ in v]) <= np.mean([b for _, b in v])]
+        if behind:
+            notes.append(f"PSNR not above the temporal-mean baseline on: {', '.join(behind)}")
 
     fvd_value, fvd_caveat = None, None
     if fvd_acc is not None:
@@ -461,6 +511,7 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
         "fvd_caveat": fvd_caveat,
         "codebook": asdict(cb),
         "bits_per_token": float(tok.bits_per_token),
+        "bits_per_pixel": float(math.prod(latent_shape)) * float(tok.bits_per_token) / (frames * h * w),
         "latent_shape": latent_shape,
         "tokens_per_clip": int(math.prod(latent_shape)),
         "compression_ratio": float(tok.compression_ratio_for(frames, h, w)),
@@ -485,6 +536,7 @@ def evaluate(model: VideoTokenizer | str | os.PathLike, data_dir, frames: int = 
         "frames": frames,
         "size": [h, w],
         "metrics": list(metrics),
+        "baselines": list(baselines),
         "lpips_net": "alexnet" if "lpips" in metrics else None,
         "psnr_cap_db": PSNR_CAP_DB,
         "clips_per_video": clips_per_video,

@@ -51,6 +51,12 @@ class CausalConv3d(StreamingModule):
             return winograd.causal_conv3d(x, self._winograd_weight(), self.conv.bias, self.pad_mode == "replicate")
         if self.pad_mode == "replicate":
             x = F.pad(x, self.space_pad, mode="replicate")
+        if x.shape[2] < _BF16_MIN_FRAMES and x.requires_grad and _cpu_bf16_autocast(x):
+            # oneDNN's bf16 weight gradient of a 3D conv returns NaNs for short clips (measured: 32
+            # channels at 64x64 with 3-7 padded frames, e.g. one-frame image batches); such inputs
+            # are small, so they run in float32 (tests/layers/test_layers.py::test_bf16_short_clip)
+            with torch.autocast("cpu", enabled=False):
+                return self.conv(x.float())
         return self.conv(x)
 
     def _winograd_weight(self) -> torch.Tensor:
@@ -62,6 +68,14 @@ class CausalConv3d(StreamingModule):
             cached = (key, winograd.transform_weight(w))
             self.__dict__["_winograd_cache"] = cached
         return cached[1]
+
+
+_BF16_MIN_FRAMES = 9
+
+
+def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and \
+        torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def pointwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -304,10 +304,17 @@ class VideoTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "VideoTokenizer":
-        """Restore a tokenizer written by :meth:`save_pretrained`."""
+        """Restore a tokenizer written by :meth:`save_pretrained`, in eval mode.
+
+        ``directory``: a model folder, or the name of a tokenizer bundled with magtok
+        (``"magtok-small"``; :func:`magtok.models.pretrained.list_pretrained`), or a Hugging Face Hub
+        id when ``huggingface_hub`` is installed (:func:`magtok.models.pretrained.resolve_pretrained`).
+        """
         from safetensors.torch import load_file
 
-        d = Path(directory)
+        from magtok.models.pretrained import resolve_pretrained
+
+        d = resolve_pretrained(directory)
         cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
         if not cfg_path.exists() or not w_path.exists():
             raise FileNotFoundError(f"{d} is not a magtok model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME} "
@@ -320,4 +327,15 @@ class VideoTokenizer(nn.Module):
             raise ValueError(f"{cfg_path} has format {meta.get('format')!r}; this magtok reads {FORMAT!r}")
         model = cls(TokenizerConfig.from_dict(meta["config"]))
         model.load_state_dict(load_file(str(w_path), device=map_location))
-        return model.to(map_location)
+        return model.to(map_location).eval()
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
+                    commit_message: str = "Upload magtok tokenizer", revision: str | None = None,
+                    create_pr: bool = False):
+        """Upload this tokenizer (``config.json`` + ``model.safetensors`` + a short model card) to the
+        Hugging Face Hub repo ``repo_id`` ("owner/name"), creating it if needed; returns the commit info.
+        ``VideoTokenizer.from_pretrained(repo_id)`` loads it back. Needs ``huggingface-cli login`` or a token."""
+        from magtok.models.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message,
+                           revision=revision, create_pr=create_pr)

@@ -276,7 +276,7 @@ def bad_videos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name,message", [
-    ("empty", "not a readable video"), ("garbage", "not a readable video"), ("truncated", "truncated"),
+    ("empty", "not a readable video"), ("garbage", "not a readable video"),
     ("noframes", "cannot read"), ("missing", "no such file")])
 def test_bad_videos_give_one_message_and_no_output(cli, tiny_model, bad_videos, tmp_path, name, message):
     out = tmp_path / "out"
@@ -286,6 +286,67 @@ def test_bad_videos_give_one_message_and_no_output(cli, tiny_model, bad_videos, 
         assert code == 2, (cmd, err)
         assert message in err and bad_videos[name].name in err and "Traceback" not in err
         assert list(out.iterdir()) == []
+
+
+def test_a_cut_short_video_is_used_with_the_frames_that_decode(cli, tiny_model, bad_videos, tmp_path):
+    """A file whose container promises more frames than decode (here: cut to 60% of its bytes) is
+    tokenized and reconstructed from the frames that decode, with one warning giving both counts; a
+    start past the frames that decode still fails, in one line naming both counts and the fix."""
+    path = bad_videos["truncated"]
+    info = probe_video(path)
+    decodable = probe_video(path, mode="decode").num_frames       # counted independently, by decoding
+    assert info.declared_frames == 30 and 0 < decodable < 30 and info.num_frames == decodable
+    warning = f"the container declares 30 frames but only {decodable} decode"
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = cli("reconstruct", path, "--model", tiny_model, "-o", out / "v.mp4", "--short-side", "16")
+    assert code == 0, err
+    assert err.count(warning) == 1 and path.name in err and "Traceback" not in err
+    assert _frames(out / "v.mp4")[0] == decodable
+    code, _, err = cli("tokenize", path, "--model", tiny_model, "-o", out / "v.tokens", "--short-side", "16")
+    assert code == 0, err
+    assert err.count(warning) == 1
+    h = load_tokens(out / "v.tokens").header
+    assert h["source"]["frames"] == decodable and h["extra"]["frames"] == decodable
+    assert h["extra"]["declared_frames"] == 30
+    code, _, err = cli("tokenize", path, "--model", tiny_model, "-o", out / "w.tokens", "--short-side", "16",
+                       "--start", decodable)
+    assert code == 2 and "Traceback" not in err
+    assert f"--start {decodable} is past the end of {path}" in err
+    assert f"{decodable} frames decode; the container declares 30" in err and "start=" not in err
+    assert not (out / "w.tokens").exists()
+
+
+def test_tokenize_a_cut_short_mp4_records_the_decodable_frames(cli, tiny_model, tmp_path):
+    """An mp4 written by libx264 and cut short by bytes: ``tokenize`` records the frames that decode."""
+    full, cut = tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    frames = np.random.default_rng(7).integers(0, 256, (25, 24, 32, 3), dtype=np.uint8)
+    _faststart(full, frames)
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.7)])
+    decodable = probe_video(cut, mode="decode").num_frames              # every frame decoded and counted
+    assert 0 < decodable < 25 and len(read_video(cut)[0]) == decodable
+    assert probe_video(cut).declared_frames == 25
+    code, _, err = cli("tokenize", cut, "--model", tiny_model, "-o", tmp_path / "cut.tokens", "-q")
+    assert code == 0, err
+    assert f"declares 25 frames but only {decodable} decode" in err
+    tf = load_tokens(tmp_path / "cut.tokens")
+    assert tf.header["source"]["frames"] == decodable and tf.header["extra"]["frames"] == decodable
+    r_t = 2                                                          # the tiny preset
+    assert tf.codes.shape[0] == 1 + -(-(decodable - 1) // r_t)      # padded up to 1 + k r_t, nothing lost
+    # tokenize-dataset, through a manifest: the file is usable, its row records the frames that decode
+    (tmp_path / "vids").mkdir()
+    cut.rename(tmp_path / "vids" / "cut.mp4")
+    m = tmp_path / "m.parquet"
+    assert cli("manifest", tmp_path / "vids", "-o", m, "-q")[0] == 0
+    import pyarrow.parquet as pq
+    row = pq.read_table(m).to_pylist()[0]
+    assert row["error"] is None and (row["frames"], row["declared_frames"]) == (decodable, 25)
+    code, _, err = cli("tokenize-dataset", m, "--model", tiny_model, "--out", tmp_path / "shards", "-q")
+    assert code == 0, err
+    rows = [r for p in (tmp_path / "shards").glob("part-*.parquet") for r in pq.read_table(p).to_pylist()]
+    assert len(rows) == 1 and rows[0]["source_frames"] == rows[0]["frames"] == decodable
+    assert json.loads(rows[0]["extra"])["declared_frames"] == 25
 
 
 def test_a_bad_video_among_good_ones_fails_before_any_output(cli, tiny_model, clips, bad_videos, tmp_path):
@@ -368,7 +429,7 @@ def test_existing_outputs_are_refused_unless_overwrite(cli, tiny_model, clips, g
 def test_a_failure_while_writing_leaves_no_partial_video(cli, tiny_model, good_tokens, tmp_path, monkeypatch):
     """Frames are written chunk by chunk into a hidden temporary file: a failure after the first chunk
     (here a decoder error; the same holds for Ctrl-C) removes it and leaves no output."""
-    import magtok.cli.tokenize as T
+    import magtok.pipeline.api as T
     real, calls = T._decode, []
 
     def failing(tok, codes, tile):
@@ -380,8 +441,10 @@ def test_a_failure_while_writing_leaves_no_partial_video(cli, tiny_model, good_t
     monkeypatch.setattr(T, "_decode", failing)
     out = tmp_path / "out"
     out.mkdir()
-    code, _, err = cli("detokenize", good_tokens, "-o", out / "v.mp4", "--chunk-latents", "1")
-    assert code == 2 and "decoder exploded" in err and len(calls) == 2
+    # a RuntimeError is a bug, not a user error: magtok's main lets it through with its traceback
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        cli("detokenize", good_tokens, "-o", out / "v.mp4", "--chunk-latents", "1")
+    assert len(calls) == 2
     assert list(out.iterdir()) == []
 
 
@@ -443,47 +506,62 @@ def dataset(tmp_path_factory, bad_videos) -> Path:
 
 
 DS_ARGS = ("--short-side", "16", "--max-frames", "4", "-q")
+GOOD = ["bikes.mp4", "photos/chelsea.png", "photos/coffee.png", "sub/bbb.mp4", "sub/carphone.mp4"]
 
 
 def _contents(folder) -> dict:
-    r = ShardReader(folder)
-    assert r.duplicates == 0
-    return {vid: (r[vid].tolist(), r.meta(vid)) for vid in r.ids()}
+    """id -> (codes, code_shape, extra), read with pyarrow alone."""
+    import pyarrow.parquet as pq
+    parts = sorted(p for p in Path(folder).glob("part-*.parquet"))
+    rows = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    return {r["id"]: (r["codes"], r["code_shape"], json.loads(r["extra"] or "{}")) for r in rows}
+
+
+def _failures(folder) -> dict:
+    import pyarrow.parquet as pq
+    return {r["source"]: r["reason"] for p in sorted(Path(folder).glob("failures-*.parquet"))
+            for r in pq.read_table(p).to_pylist()}
 
 
 @pytest.fixture(scope="module")
 def one_process_shards(dataset, tiny_model, tmp_path_factory) -> Path:
     from magtok.cli.main import main
     out = tmp_path_factory.mktemp("shards") / "one"
-    assert main(["tokenize-dataset", str(dataset), "--model", str(tiny_model), "--out", str(out), *DS_ARGS]) == 0
+    # the broken file makes the run end with exit code 1; everything else is tokenized
+    assert main(["tokenize-dataset", str(dataset), "--model", str(tiny_model), "--out", str(out), *DS_ARGS]) == 1
     return out
 
 
-def test_tokenize_dataset_one_process(one_process_shards, cli, dataset, tiny_model, capsys):
+def test_tokenize_dataset_one_process(one_process_shards, cli, dataset, tiny_model):
     c = _contents(one_process_shards)
-    assert sorted(c) == ["bikes.mp4", "photos/chelsea.png", "photos/coffee.png", "sub/bbb.mp4", "sub/carphone.mp4"]
-    assert np.array(c["bikes.mp4"][0]).shape == (3, 8, 19)           # 4 frames padded to 5
-    assert c["bikes.mp4"][1]["extra"] == {"frames": 4, "frames_policy": "pad"}
-    assert np.array(c["photos/coffee.png"][0]).shape[0] == 1
-    r = ShardReader(one_process_shards)
-    assert r.tokenizer["tokenizer_id"] == _tok(tiny_model).fingerprint()
-    # a second run writes nothing again and still reports the unreadable file
-    index = (one_process_shards / "index-r000.jsonl").read_bytes()
+    assert sorted(c) == GOOD
+    assert c["bikes.mp4"][1] == [3, 8, 19] and len(c["bikes.mp4"][0]) == 3 * 8 * 19     # 4 frames padded to 5
+    assert c["bikes.mp4"][2] == {"frames": 4, "frames_policy": "pad"}
+    assert c["photos/coffee.png"][1][0] == 1
+    fails = _failures(one_process_shards)
+    assert list(fails) == ["sub/broken.mp4"] and "not a readable video" in fails["sub/broken.mp4"]
+    doc = json.loads((one_process_shards / "tokenizer.json").read_text())
+    assert doc["tokenizer_id"] == _tok(tiny_model).fingerprint()
+    # a second run writes nothing again, skips the failed file (exit 1: the output is still incomplete)
+    parts = sorted(p.name for p in one_process_shards.iterdir())
     code, out, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", one_process_shards, *DS_ARGS)
-    assert code == 0
-    assert "0 videos tokenized, 5 already present, 1 unreadable" in err and "sub/broken.mp4" in err
-    assert (one_process_shards / "index-r000.jsonl").read_bytes() == index
+    assert code == 1
+    assert "0 inputs tokenized (0 rows), 5 already present, 0 failed, 1 failed earlier" in err
+    assert "--retry-failed" in err and "sub/broken.mp4" in err
+    assert sorted(p.name for p in one_process_shards.iterdir()) == parts
     code, out, _ = cli("info", one_process_shards)
-    assert code == 0 and "videos:          5" in out
+    assert code == 0 and "rows:            5" in out and "failures:        1" in out
 
 
 def test_tokenize_dataset_interrupted_then_resumed(one_process_shards, cli, dataset, tiny_model, tmp_path):
     out = tmp_path / "resumed"
     code, _, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", out, "--limit", "2", *DS_ARGS)
-    assert code == 0 and "2 videos tokenized" in err
-    assert len(ShardReader(out)) == 2
+    assert code == 0 and "2 inputs tokenized" in err
+    assert len(_contents(out)) == 2
     code, _, err = cli("tokenize-dataset", dataset, "--model", tiny_model, "--out", out, *DS_ARGS)
-    assert code == 0 and "3 videos tokenized, 2 already present, 1 unreadable" in err
+    assert code == 1 and "3 inputs tokenized (3 rows), 2 already present, 1 failed" in err
     assert _contents(out) == _contents(one_process_shards)
 
 
@@ -494,13 +572,16 @@ def _free_port() -> int:
 
 
 def test_tokenize_dataset_two_processes_equal_one(one_process_shards, dataset, tiny_model, tmp_path):
+    """torchrun sets RANK / WORLD_SIZE: each process takes its shard of the inputs."""
     out = tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "magtok.cli.main", "tokenize-dataset", str(dataset),
            "--model", str(tiny_model), "--out", str(out), *DS_ARGS]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "[rank 0/2]" in r.stderr and "[rank 1/2]" in r.stderr and "Traceback" not in r.stderr
-    assert (out / "index-r000.jsonl").exists() and (out / "index-r001.jsonl").exists()
+    assert r.returncode != 0 and "sub/broken.mp4: cannot read" in r.stderr, r.stderr[-3000:]   # the broken file
+    assert "[shard 0/2]" in r.stderr and "[shard 1/2]" in r.stderr
+    names = [p.name for p in out.glob("part-*.parquet")]
+    assert any(n.startswith("part-s00000-of-00002") for n in names)
+    assert any(n.startswith("part-s00001-of-00002") for n in names)
     assert _contents(out) == _contents(one_process_shards)

@@ -172,15 +172,49 @@ def test_runtime_decode_failure_falls_back_deterministically(tmp_path):
         assert ds[1]["path"].endswith("c.mp4")
 
 
-def test_truncated_file_with_readable_index_is_skipped(tmp_path):
-    from tests.data.test_video import _write_faststart
+def test_file_promising_more_frames_than_decode_is_used_with_one_warning(tmp_path):
+    """A file cut short (the mp4 header promises 30 frames) and an AVI whose header overcounts give
+    the frames that decode, with one warning each naming both counts; only a file with fewer
+    decodable frames than one sample is skipped."""
+    from magtok.data import probe_video
+    from tests.data.test_video import _header_claims, _write_bframes, _write_faststart
     _write_faststart(tmp_path / "full.mp4", np.random.default_rng(0).integers(0, 256, (30, 32, 48, 3), dtype=np.uint8))
     data = (tmp_path / "full.mp4").read_bytes()
-    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
-    with pytest.warns(UserWarning, match="cut.mp4"):
-        ds = VideoFolderDataset(tmp_path, frames=5, size=32)
-    assert "truncated: the container declares 30 frames" in ds.skipped[str(tmp_path / "cut.mp4")]
-    assert len(ds) == 1
+    cut, stub, claims = (str(tmp_path / n) for n in ("cut.mp4", "stub.mp4", "claims.avi"))
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])      # about 17 of 30 frames decode
+    (tmp_path / "stub.mp4").write_bytes(data[: int(len(data) * 0.25)])    # about 5: less than a sample
+    (tmp_path / "full.mp4").unlink()
+    _write_bframes(tmp_path / "claims.avi", smooth_clip(12, 32, 48))
+    _header_claims(tmp_path / "claims.avi", 20)
+    n_cut, n_stub = (probe_video(p, mode="decode").num_frames for p in (cut, stub))
+    assert 9 <= n_cut < 30 and 0 < n_stub < 9     # (libx264's bytes, and so these counts, can vary by one)
+
+    with pytest.warns(UserWarning) as record:
+        ds = VideoFolderDataset(tmp_path, frames=9, size=32, seed=0)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 3                                    # one per file, nothing else
+    assert ds.shortened == {claims: (20, 12), cut: (30, n_cut)}
+    for path, (declared, n) in ds.shortened.items():
+        assert sum(path in m and f"declares {declared} frames but only {n} decode" in m for m in messages) == 1
+    assert list(ds.skipped) == [stub]
+    assert ds.skipped[stub] == (f"too short: {n_stub} frames decode (the container declares 30), a sample "
+                                f"of 9 frames at frame_stride=1 needs 9")
+    assert sum(stub in m for m in messages) == 1
+    assert [(it.path, it.num_frames) for it in ds.items] == [(claims, 12), (cut, n_cut)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # no runtime skip, no second warning
+        starts = set()
+        for epoch in range(40):
+            ds.set_epoch(epoch)
+            for i in range(len(ds)):
+                sample = ds[i]
+                assert sample["path"] == ds.items[i].path and sample["video"].shape == (3, 9, 32, 32)
+                starts.add((i, sample["start"]))
+        assert {s for i, s in starts if i == 1} == set(range(n_cut - 9 + 1))   # every start, the last too
+        centred = make(tmp_path, frames=9, size=32, train=False)
+        assert [centred[i]["start"] for i in range(2)] == [(12 - 9) // 2, (n_cut - 9) // 2]
+    assert not ds.skipped.keys() - {stub}
 
 
 def test_empty_and_missing_folders_raise_clear_errors(tmp_path):

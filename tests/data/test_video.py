@@ -60,8 +60,11 @@ def _write_faststart(path, frames, fps=25):
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         s = out.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+        s.options = {"threads": "1"}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
@@ -81,6 +84,135 @@ def test_truncated_file_with_index_first_is_detected(tmp_path):
         read_video(cut, start=25, num_frames=5)   # frames past the cut do not exist
 
 
+def _write_bframes(path, frames, fps=25, gop=8, faststart=False):
+    """H.264 by libx264 with 3 B-frames (b-pyramid) and a key frame every ``gop`` frames, so that
+    windows start mid-file and frames come out of the decoder in a different order than their
+    packets; the container follows the suffix (.avi .mp4 .mkv)."""
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.options = {"bf": "3", "b-pyramid": "normal", "g": str(gop), "keyint_min": str(gop),
+                     "sc_threshold": "0", "threads": "1"}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+def _sequential(path) -> tuple[np.ndarray, list]:
+    """Every frame of a plain PyAV decode from frame 0 (the reference), and their timestamps."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames]), [f.pts for f in frames]
+
+
+def _header_claims(path, frames):
+    """Make an AVI's header claim ``frames`` frames (avih dwTotalFrames and the video strh dwLength)."""
+    import struct
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"avih") + 8 + 16, frames)
+    struct.pack_into("<I", data, data.index(b"strh") + 8 + 32, frames)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def bframe_clips(tmp_path_factory):
+    """45 distinct frames (key frames at 0, 8, ..., 40) as .avi, .mp4 and .mkv, and their reference decode."""
+    d = tmp_path_factory.mktemp("bframes")
+    frames = smooth_clip(45, 32, 48, seed=4)
+    out = {}
+    for ext in ("avi", "mp4", "mkv"):
+        _write_bframes(d / f"clip.{ext}", frames)
+        out[ext] = (d / f"clip.{ext}", *_sequential(d / f"clip.{ext}"))
+    return out
+
+
+@pytest.mark.parametrize("ext", ["avi", "mp4", "mkv"])
+def test_windows_at_every_offset_of_a_bframe_clip_equal_a_sequential_decode(bframe_clips, ext, monkeypatch):
+    path, ref, pts = bframe_clips[ext]
+    n = len(ref)
+    assert n == 45 and all(np.abs(ref[i].astype(int) - ref[i + 1]).mean() > 1 for i in range(n - 1))
+    if ext == "avi":    # the trap: decode-order stamps that the decoder hands out permuted
+        assert pts != sorted(pts)
+    infos = {m: probe_video(path, mode=m) for m in ("header", "packets", "decode")}
+    assert {m: i.num_frames for m, i in infos.items()} == {"header": 45, "packets": 45, "decode": 45}
+    assert infos["packets"].declared_frames in (0, 45)
+
+    landed = []
+    seek_near = V._seek_near
+
+    def spy(*args):
+        found = seek_near(*args)
+        landed.append(None if found is None else found[0])
+        return found
+
+    monkeypatch.setattr(V, "_seek_near", spy)
+    for length in (1, 2, 5, 17):
+        for start in range(n - length + 1):
+            got, _ = read_video(path, start=start, num_frames=length)
+            np.testing.assert_array_equal(got, ref[start:start + length], err_msg=f"{ext} {start}+{length}")
+    for start in range(n - 9):
+        got, _ = read_video(path, start=start, num_frames=5, stride=2)
+        np.testing.assert_array_equal(got, ref[start:start + 9:2], err_msg=f"{ext} {start} stride 2")
+    for start in (0, 7, 9, 23, 40):
+        chunks = list(iter_video_chunks(path, chunk_frames=4, first_chunk_frames=5, start=start))
+        np.testing.assert_array_equal(np.concatenate(chunks), ref[start:])
+    np.testing.assert_array_equal(read_video(path)[0], ref)
+    # the windows really seek (to the key frame at or before the start), not decode from frame 0
+    assert landed and set(landed) <= {0, 8, 16, 24, 32, 40} and 40 in landed
+    with pytest.raises(VideoReadError, match=r"frames 45\.\.45 are missing: only 45 frames decode"):
+        read_video(path, start=41, num_frames=5)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "avi"])
+def test_file_cut_short_gives_the_frames_that_decode(tmp_path, ext, monkeypatch):
+    frames = np.random.default_rng(0).integers(0, 256, (40, 32, 48, 3), dtype=np.uint8)  # big packets
+    full = tmp_path / f"full.{ext}"
+    _write_bframes(full, frames, faststart=ext == "mp4")   # mp4: the index first, so a cut copy opens
+    ref, _ = _sequential(full)
+    data = full.read_bytes()
+    tails = []
+    real_tail = V._count_from_last_key
+    monkeypatch.setattr(V, "_count_from_last_key", lambda *a: tails.append(real_tail(*a)) or tails[-1])
+    for fraction in (0.45, 0.62, 0.8):
+        cut = tmp_path / f"cut.{ext}"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        info = probe_video(cut)
+        n = info.num_frames
+        assert info.declared_frames == 40 and 10 < n < 40
+        assert probe_video(cut, mode="decode").num_frames == n       # the count is what decodes
+        got, _ = read_video(cut)                                      # all of it: the header is not trusted
+        assert len(got) == n
+        if ext == "mp4":   # timestamps show which held B-frames lost a neighbour: a gap-free start
+            np.testing.assert_array_equal(got, ref[:n])
+        else:              # AVI's are decode-order counters: at most the last 3 frames may skip some
+            np.testing.assert_array_equal(got[:n - 3], ref[:n - 3])
+        for start in range(n):                                        # every frame that decodes is reachable
+            np.testing.assert_array_equal(read_video(cut, start=start, num_frames=1)[0], got[start:start + 1])
+        with pytest.raises(VideoReadError, match=f"cut.{ext}: frames {n}..{n + 1} are missing: only {n} "
+                                                 f"frames decode .*read fewer frames or start earlier"):
+            read_video(cut, start=n - 1, num_frames=3)
+    if ext == "mp4":
+        assert tails and all(t is not None for t in tails)   # counted from the last key frame, not decoded whole
+
+
+def test_header_that_promises_more_frames_than_the_file_holds(tmp_path):
+    path = tmp_path / "claims.avi"
+    _write_bframes(path, smooth_clip(30, 32, 48))
+    ref, _ = _sequential(path)
+    _header_claims(path, 40)
+    assert probe_video(path, mode="header").num_frames == 40          # the header's promise
+    info = probe_video(path)
+    assert (info.num_frames, info.declared_frames) == (30, 40)
+    got, _ = read_video(path)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(read_video(path, start=13, num_frames=17)[0], ref[13:])
+
+
 # ----------------------------------------------------------------------------------- reading
 def test_seek_gives_the_same_frames_as_sequential_decoding():
     path = CLIPS["bikes"]                       # key frames at 0, 30, 76, 137, ...
@@ -93,16 +225,17 @@ def test_seek_gives_the_same_frames_as_sequential_decoding():
 
 
 def test_late_start_seeks_instead_of_decoding_from_frame_zero(monkeypatch):
-    first_decoded = []
-    walk = V._walk
+    landed = []
+    seek_near = V._seek_near
 
-    def spy(it, frame, idx, *args):
-        first_decoded.append(idx)
-        return walk(it, frame, idx, *args)
+    def spy(*args):
+        found = seek_near(*args)
+        landed.append(None if found is None else found[0])
+        return found
 
-    monkeypatch.setattr(V, "_walk", spy)
+    monkeypatch.setattr(V, "_seek_near", spy)
     read_video(CLIPS["bikes"], start=100, num_frames=3)
-    assert first_decoded == [76]                # the key frame before 100, not frame 0
+    assert landed == [76]                       # the key frame before 100, not frame 0
 
 
 def test_iter_video_chunks_streams_the_whole_clip():
@@ -260,20 +393,22 @@ def test_seek_that_overshoots_falls_back_to_decoding_from_the_start(monkeypatch)
     path = CLIPS["bikes"]
     ref, _ = read_video(path, start=0, num_frames=50)
     real_open = V._open
+    seeks = []
 
-    class LateSeek:                    # a container whose first seek lands 4 s too late
+    class LateSeek:                    # a container whose seeks land 4 s too late
         def __init__(self, c):
-            self.c, self.seeks = c, 0
+            self.c = c
 
         def __getattr__(self, name):
             return getattr(self.c, name)
 
         def seek(self, offset, **kw):
-            self.seeks += 1
-            if self.seeks == 1 and offset > 0:
+            seeks.append(offset)
+            if offset > 0:
                 offset += 4 * 12800    # bikes' time base is 1/12800
             return self.c.seek(offset, **kw)
 
     monkeypatch.setattr(V, "_open", lambda p: LateSeek(real_open(p)))
     got, _ = read_video(path, start=40, num_frames=10)
     np.testing.assert_array_equal(got, ref[40:50])
+    assert len(seeks) >= 2 and seeks[-1] == 0   # it tried to seek, then decoded from the start

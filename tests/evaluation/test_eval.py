@@ -264,12 +264,12 @@ def test_clips_per_video_max_clips_and_streaming(setup):
     assert got == [("bikes.mp4", s) for s in clip_starts(250, 17, 3)] + [("carphone_pristine.mp4", 11)]
     assert any("max_clips=4" in n for n in res.notes) and "fvd" not in res.aggregates
     # streaming decode (2 latent frames per chunk) scores the same clips the same, up to float noise
-    tok = VideoTokenizer.from_pretrained(model)
+    tok = VideoTokenizer.from_pretrained(model).train()        # from_pretrained gives eval mode; evaluate
     chunked = evaluate(tok, data, clips_per_video=3, max_clips=4, chunk_latents=2, batch_size=2, **kw)
     assert [(r.file, r.start) for r in chunked.records] == got
     np.testing.assert_allclose([r.psnr for r in chunked.records], [r.psnr for r in res.records], atol=1e-3)
     assert chunked.dataset["codebook"] == res.dataset["codebook"]
-    assert tok.training                                         # the model's mode is left as it was
+    assert tok.training                                         # must put back the mode it was given
 
 
 def test_photos_are_one_frame_clips_with_frames_1(setup, tmp_path):
@@ -308,3 +308,85 @@ def test_file_failing_while_decoding_is_skipped_not_fatal(setup, monkeypatch):
         runner.VideoReadError(a[0], "broken (test)")))
     with pytest.raises(ValueError, match="no clip of .* could be evaluated.*broken \\(test\\)"):
         evaluate(model, data, frames=FRAMES, size=SIZE, metrics="psnr", progress=False)
+
+
+def test_files_promising_more_frames_than_decode_are_evaluated(setup, tmp_path):
+    """An mp4 cut short (its header promises 40 frames) and an AVI whose header overcounts are
+    evaluated on the frames that decode, with one warning each and a note giving both counts;
+    only a file cut below one window is skipped."""
+    from tests.data import smooth_clip
+    from tests.data.test_video import _header_claims, _write_bframes, _write_faststart
+    _, model, _ = setup
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    _write_faststart(tmp_path / "full.mp4", np.random.default_rng(0).integers(0, 256, (40, 32, 48, 3), dtype=np.uint8))
+    data = (tmp_path / "full.mp4").read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: int(len(data) * 0.7)])
+    (folder / "stub.mp4").write_bytes(data[: int(len(data) * 0.3)])
+    _write_bframes(folder / "claims.avi", smooth_clip(30, 32, 48))
+    _header_claims(folder / "claims.avi", 45)
+    n_cut = probe_video(folder / "cut.mp4", mode="decode").num_frames
+    n_stub = probe_video(folder / "stub.mp4", mode="decode").num_frames
+    assert FRAMES < n_cut < 40 and 0 < n_stub < FRAMES
+
+    with pytest.warns(UserWarning) as record:
+        rc, stdout, stderr = _cli("--model", model, "--data", folder, "--frames", FRAMES, "--size", SIZE,
+                                  "--metrics", "psnr", "--clips-per-video", 2, "--out", tmp_path / "ev",
+                                  "--no-progress")
+    assert rc == 0, stderr
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert [(c["file"], c["start"]) for c in res["clips"]] == [
+        ("claims.avi", clip_starts(30, FRAMES)[0]), ("cut.mp4", clip_starts(n_cut, FRAMES)[0])]
+    assert all(5 < c["psnr"] < 60 for c in res["clips"])
+    expect = {"claims.avi": (45, 30), "cut.mp4": (40, n_cut)}
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2                                    # once per file, not per window
+    for name, (declared, n) in expect.items():
+        line = f"{name}: the container declares {declared} frames but only {n} decode"
+        assert sum(line in m for m in messages) == 1
+        assert sum(line in note for note in res["notes"]) == 1 and f"note: {line}" in stdout
+    assert res["skipped"] == [{"file": "stub.mp4", "reason": f"too short: {n_stub} frames decode (the container "
+                                                            f"declares 40), a sample of 17 frames at frame_stride=1 "
+                                                            f"needs 17"}]
+
+
+# ---------------------------------------------------------------------------------- baselines
+def test_baselines_side_by_side(setup, tmp_path):
+    _, model, data = setup
+    out = tmp_path / "ev"
+    rc, stdout, stderr = _cli("--model", model, "--data", data, "--frames", FRAMES, "--size", SIZE,
+                              "--metrics", "psnr,lpips", "--baselines", "temporal_mean,h264",
+                              "--max-clips", 2, "--out", out, "--no-progress")
+    assert rc == 0, stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["baselines"] == ["temporal_mean", "h264"]
+    budget = math.prod(res["dataset"]["latent_shape"]) * res["dataset"]["bits_per_token"]
+    assert res["dataset"]["bits_per_pixel"] == pytest.approx(budget / (FRAMES * SIZE * SIZE))
+    for clip in res["clips"]:
+        tm, h = clip["baselines"]["temporal_mean"], clip["baselines"]["h264"]
+        assert _finite(tm["psnr"]) and _finite(tm["lpips"]) and _finite(h["lpips"])
+        assert h["budget_bits"] == pytest.approx(budget)
+        assert h["bits"] <= budget or not h["fits"]
+    agg = res["aggregates"]
+    assert agg["temporal_mean/psnr"]["clips"] == 2 and "h264/lpips" in agg
+    # a random tokenizer is far below the trivial baseline: the report says so per file
+    assert any("temporal-mean baseline" in n for n in res["notes"])
+    assert "H.264 at equal bits PSNR" in stdout and "temporal-mean frame: PSNR" in stdout
+    assert "Per file, next to the baselines" in (out / "summary.md").read_text()
+
+
+def test_unknown_baseline_is_a_clear_error(setup, tmp_path):
+    _, model, data = setup
+    with pytest.raises(ValueError, match="unknown baseline.*jpeg.*known: temporal_mean, h264"):
+        evaluate(model, data, frames=FRAMES, size=SIZE, baselines="jpeg", progress=False)
+
+
+def test_bundled_name_is_accepted(setup, tmp_path, monkeypatch):
+    import magtok.models.pretrained as pre
+    root, model, data = setup
+    bundled = tmp_path / "pretrained"
+    shutil.copytree(model, bundled / "tiny-test")
+    monkeypatch.setattr(pre, "PRETRAINED_ROOT", bundled)
+    res = evaluate("tiny-test", data, frames=FRAMES, size=SIZE, metrics="psnr", max_clips=1, progress=False)
+    assert res.settings["model"] == "tiny-test"
+    assert res.settings["fingerprint"] == VideoTokenizer.from_pretrained(model).fingerprint()

@@ -47,5 +47,23 @@ def tiny_config(out, steps=6, gan=True, perceptual=False, **kw) -> TrainConfig:
                       adversarial_weight=0.1 if gan else 0.0, discriminator="frame" if gan else "none",
                       discriminator_dim=8, adversarial_start_step=2, r1_weight=0.1 if gan else 0.0,
                       lecam_weight=0.01 if gan else 0.0)
-    return TrainConfig(model="tiny", output_dir=str(out), steps=steps, batch_size=2, log_every=2, val_every=1000,
+    kw.setdefault("model", "tiny")
+    return TrainConfig(output_dir=str(out), steps=steps, batch_size=2, log_every=2, val_every=1000,
                        checkpoint_every=3, loss=loss, optim=OptimConfig(lr=1e-3, warmup_steps=2), **kw)
+
+
+def run_two_processes(tmp_path, script, *args, timeout=120, env=None):
+    """``script`` under torch.distributed.run with 2 CPU processes (gloo); returns the CompletedProcess."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo), **(env or {})}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(script), str(tmp_path), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=repo)

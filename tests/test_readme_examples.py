@@ -99,6 +99,13 @@ def test_readme_examples_run(tmp_path):
     examples = extract(README.read_text())
     assert examples, "README.md has no examples"
     (tmp_path / "configs").symlink_to(REPO / "configs")
+    # the reader's own media the CLI examples name: clip.mp4 and a folder videos/
+    from magtok.data import sample_videos
+    clips = sample_videos()
+    (tmp_path / "clip.mp4").symlink_to(clips["carphone_pristine"])
+    (tmp_path / "videos").mkdir()
+    for name in ("bikes", "carphone_pristine"):
+        (tmp_path / "videos" / f"{name}.mp4").symlink_to(clips[name])
     ran = 0
     for ex in examples:
         if ex.mark == "skip" or (ex.lang == "bash" and ex.mark != "run"):

@@ -44,16 +44,20 @@ def _use_flag_names(e: BaseException) -> None:
 
 @contextlib.contextmanager
 def shortened_video_notes():
-    """Print each ``ShortenedVideoWarning`` (a container that promises more frames than decode) once,
-    as one ``magtok: warning:`` line; other warnings are shown as usual."""
+    """Print each ``ShortenedVideoWarning`` (a container that promises more frames than decode) and
+    ``SkippedModelWarning`` (a broken folder on $MAGTOK_MODEL_PATH, passed over) once, as one
+    ``magtok: warning:`` line; other warnings are shown as usual."""
+    from magtok.pipeline.model import SkippedModelWarning
     from magtok.pipeline.reading import ShortenedVideoWarning
+    ours = (ShortenedVideoWarning, SkippedModelWarning)
     seen: set[str] = set()
     with warnings.catch_warnings():
-        warnings.simplefilter("always", ShortenedVideoWarning)
+        for category in ours:
+            warnings.simplefilter("always", category)
         show = warnings.showwarning
 
         def showwarning(message, category, filename, lineno, file=None, line=None):
-            if not issubclass(category, ShortenedVideoWarning):
+            if not issubclass(category, ours):
                 return show(message, category, filename, lineno, file, line)
             text = str(message)
             if text not in seen:

@@ -47,12 +47,13 @@ def _token_outputs(videos: list[str], out: str) -> list[Path]:
 def cmd_tokenize(args) -> int:
     from magtok.pipeline import encode_source, load_model, open_source
     from magtok.pipeline.reading import is_url, local_input
-    from magtok.pipeline.writer import check_output
+    from magtok.pipeline.writer import check_not_input, check_output
     read, compute = read_options(args), compute_options(args)
     model = load_model(args.model, compute.device)
     r_s = model.tok.space_compression
     outputs = _token_outputs(args.videos, args.output)
     for p in outputs:
+        check_not_input(p, args.videos)                      # refused even with --overwrite
         check_output(p, args.overwrite)
     for v in args.videos:                                    # fail before any work
         if not is_url(v):

@@ -102,15 +102,25 @@ class VideoTokenizer(nn.Module):
         return self.compression_ratio_for(self.config.frames, h, w)
 
     # ------------------------------------------------------------------ validation
+    def _expected_video(self) -> str:
+        """The input this tokenizer takes, for error messages."""
+        c, r_t, r_s = self.config.channels, self.time_compression, self.space_compression
+        return (f"(B, {c}, 1 + k*{r_t}, H, W) (or images (B, {c}, H, W)) in [-1, 1], B >= 1, "
+                f"H and W multiples of {r_s}")
+
     def _check_video(self, video, first_frame: bool) -> tuple[torch.Tensor, bool]:
+        """Validate a video batch; float64 / float16 / bfloat16 input is converted to the weights' dtype."""
         if not isinstance(video, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor video, got {type(video).__name__}")
+            raise ValueError(f"expected a torch.Tensor video {self._expected_video()}, got {type(video).__name__}"
+                             + (" (convert with torch.from_numpy)" if type(video).__name__ == "ndarray" else ""))
         if not video.dtype.is_floating_point:
             raise ValueError(f"video has dtype {video.dtype}; the tokenizer takes float values in [-1, 1] "
                              "(for uint8 frames use video.float() / 127.5 - 1)")
         if video.ndim not in (4, 5):
             raise ValueError(f"video has shape {tuple(video.shape)} ({video.ndim} dims); expected "
                              "(B, C, T, H, W) for video or (B, C, H, W) for images")
+        if video.shape[0] == 0 or video.numel() == 0:
+            raise ValueError(f"video is empty (shape {tuple(video.shape)}); expected {self._expected_video()}")
         is_image = video.ndim == 4
         if is_image:
             video = video.unsqueeze(2)
@@ -137,6 +147,9 @@ class VideoTokenizer(nn.Module):
         if lo < -1.5 or hi > 1.5:
             raise ValueError(f"video values range over [{lo:.3g}, {hi:.3g}]; the tokenizer expects [-1, 1] "
                              "(for 0..255 pixels use x / 127.5 - 1)")
+        weights = next((p.dtype for p in self.parameters() if p.dtype.is_floating_point), video.dtype)
+        if video.dtype != weights:       # float64 / float16 / bfloat16 -> the weights' dtype (float32)
+            video = video.to(weights)
         return video, is_image
 
     def _check_cond(self, cond, batch: int):
@@ -183,6 +196,10 @@ class VideoTokenizer(nn.Module):
         """Codes (B, T', H', W') -> video (B, C, 1 + (T'-1)*r_t, H'*r_s, W'*r_s) in about [-1, 1]."""
         if not isinstance(codes, torch.Tensor):
             raise ValueError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
+        if codes.numel() == 0:
+            grid = "(B, T', H', W', num_codebooks)" if self.quantizer.num_codebooks > 1 else "(B, T', H', W')"
+            raise ValueError(f"codes are empty (shape {tuple(codes.shape)}); expected int64 {grid} with "
+                             f"B >= 1, as returned by encode()")
         codes = codes.to(self.device)
         return self.decode_latents(self.quantizer.decode_codes(codes), cond, video_contains_first_frame)
 

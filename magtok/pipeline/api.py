@@ -25,7 +25,8 @@ import torch
 from magtok.pipeline.model import Model, find_model, load_model
 from magtok.pipeline.reading import (ComputeOptions, Counter, ReadOptions, Source, local_input, model_chunks,
                                      open_source, prepare_frames)
-from magtok.pipeline.writer import IMAGE_OUTPUTS, OutputError, VideoSink, check_output, write_image_atomic
+from magtok.pipeline.writer import (IMAGE_OUTPUTS, OutputError, VideoSink, check_not_input, check_output,
+                                    write_image_atomic)
 
 __all__ = ["TokenizeResult", "DetokenizeResult", "ReconstructResult", "tokenize_file", "tokenize_array",
            "detokenize", "reconstruct", "to_file_layout", "from_file_layout"]
@@ -49,6 +50,8 @@ class TokenizeResult:
     def save(self, path, overwrite: bool = False) -> Path:
         from magtok._io import set_default_mode
         from magtok.data import save_tokens
+        if self.source is not None and self.source.path != Path("<array>"):
+            check_not_input(path, [self.source.path], "tokenized video")
         p = save_tokens(path, self.codes, int(self.meta["codebook_size"]),
                         {k: v for k, v in self.meta.items() if k != "codebook_size"}, overwrite=overwrite)
         set_default_mode(p)
@@ -197,8 +200,11 @@ def detokenize(tokens, output, model=None, compute: ComputeOptions | None = None
     recorded in the file or one in ``$MAGTOK_MODEL_PATH`` (``find_model``)."""
     from magtok.data import TokenFile, load_tokens, to_uint8
     compute = compute or ComputeOptions()
+    if not isinstance(tokens, TokenFile):
+        check_not_input(output, [tokens], "token file")
     tf = tokens if isinstance(tokens, TokenFile) else load_tokens(tokens)
     name = tf.path or "<tokens>"
+    check_not_input(output, [tf.path], "token file")
     header = tf.header
     m = find_model(header, name, model, compute.device)
     tok = m.tok
@@ -250,9 +256,10 @@ def reconstruct(path, output, model, read: ReadOptions | None = None, compute: C
     from magtok.data import to_uint8
     from magtok.metrics import psnr, ssim
     read, compute = read or ReadOptions(), compute or ComputeOptions()
+    out = Path(output)
+    check_not_input(out, [path], "video")
     m = load_model(model, compute.device)
     tok = m.tok
-    out = Path(output)
     with local_input(path) as local:
         src = open_source(local, tok.space_compression, read, name=str(path))
         tile = compute.tiles(tok.space_compression)

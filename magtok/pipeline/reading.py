@@ -160,6 +160,10 @@ def local_input(path):
         os.unlink(tmp)
 
 
+# an fps this close above the source rate (29.97 -> 30) is taken as the source rate's nominal value
+FPS_TOLERANCE = 0.01
+
+
 class ShortenedVideoWarning(UserWarning):
     """A file's container promises more frames than decode (cut short, or a header that overcounts);
     the frames that decode are used."""
@@ -194,6 +198,9 @@ def open_source(path, r_s: int, read: ReadOptions | None = None, info=None, name
     if read.fps is not None:
         if fps <= 0:
             raise VideoReadError(name, f"has no frame rate, so it cannot be resampled to fps={read.fps}")
+        if read.fps > fps * (1 + FPS_TOLERANCE):
+            raise ValueError(f"fps={read.fps:g} is above the frame rate of {name} ({fps:g} fps): resampling "
+                             f"up only repeats frames; give fps={fps:g} or lower, or leave fps out")
         step = fps / read.fps
     else:
         step = 1.0

@@ -15,15 +15,41 @@ from pathlib import Path
 import numpy as np
 
 from magtok._io import set_default_mode, temp_path_beside
+from magtok.errors import InputError
 
-__all__ = ["OutputError", "VideoSink", "check_output", "check_writable_folder", "write_image_atomic",
-           "IMAGE_OUTPUTS"]
+__all__ = ["OutputError", "VideoSink", "check_output", "check_not_input", "check_writable_folder",
+           "write_image_atomic", "IMAGE_OUTPUTS"]
 
 IMAGE_OUTPUTS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-class OutputError(ValueError):
-    """An output that cannot be written where asked (message names the path and the fix)."""
+class OutputError(InputError):
+    """An output that cannot be written where asked (message names the path and the fix). A
+    ``magtok.errors.InputError``, so also a ValueError."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    try:
+        return os.path.samefile(a, b)          # hard links, bind mounts, case-insensitive file systems
+    except OSError:
+        return False                           # one of them does not exist (yet)
+
+
+def check_not_input(path, inputs, what: str = "input") -> None:
+    """Refuse an output ``path`` that is (resolves to, or is a hard link of) one of ``inputs``: writing
+    it would replace the input, even with ``overwrite``. URLs among ``inputs`` are ignored."""
+    path = Path(path)
+    for inp in inputs:
+        if inp is None or "://" in str(inp):
+            continue
+        if _same_file(path, Path(inp)):
+            raise OutputError(f"the output {path} is the {what} {inp}: writing it would replace the {what}; "
+                              f"give another output path")
 
 
 def check_writable_folder(folder: Path, what: str) -> None:

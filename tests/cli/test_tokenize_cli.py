@@ -585,3 +585,122 @@ def test_tokenize_dataset_two_processes_equal_one(one_process_shards, dataset, t
     assert any(n.startswith("part-s00000-of-00002") for n in names)
     assert any(n.startswith("part-s00001-of-00002") for n in names)
     assert _contents(out) == _contents(one_process_shards)
+
+
+# ============================================================================ bad input (issue 13)
+def test_an_output_that_is_its_own_input_is_refused_even_with_overwrite(cli, tiny_model, clips, good_tokens, tmp_path):
+    """`tokenize a.mp4 -o a.mp4 --overwrite` would replace the source video with a token file: refused,
+    also through a symlink or a hard link, for tokenize, reconstruct and detokenize."""
+    src = tmp_path / "a.mp4"
+    shutil.copy(clips["carphone_pristine"], src)
+    before = src.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(src)
+    os.link(src, tmp_path / "hard.mp4")
+    opts = ("--model", tiny_model, "--short-side", "16", "--max-frames", "3", "--overwrite", "-q")
+    for out in (src, tmp_path / "link.mp4", tmp_path / "hard.mp4", Path(os.path.relpath(src))):
+        for cmd in ("tokenize", "reconstruct"):
+            code, _, err = cli(cmd, src, "-o", out, *opts)
+            assert code == 2 and "would replace the" in err and "Traceback" not in err, (cmd, out, err)
+            assert src.read_bytes() == before
+    tokens = tmp_path / "t.mp4"                         # a token file named like a video
+    shutil.copy(good_tokens, tokens)
+    code, _, err = cli("detokenize", tokens, "-o", tokens, "--overwrite")
+    assert code == 2 and "would replace the token file" in err
+    assert tokens.read_bytes() == good_tokens.read_bytes()
+    assert leftovers(tmp_path) == []
+
+
+def test_broken_folders_on_the_model_path_are_skipped_with_a_warning(cli, tiny_model, clips, tmp_path, monkeypatch):
+    """Bad JSON, a config.json that is not text, missing weights: each is passed over with one warning
+    naming it, and the search goes on to the good model (sorted after them)."""
+    tokens = tmp_path / "b.tokens"
+    made_with = tmp_path / "made" / "mine"
+    shutil.copytree(tiny_model, made_with)
+    assert cli("tokenize", clips["bikes"], "--model", made_with, "-o", tokens, "--short-side", "16",
+               "--max-frames", "3", "-q")[0] == 0
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "a-badjson").mkdir()
+    (zoo / "a-badjson" / "config.json").write_text("{not json")
+    (zoo / "b-binary").mkdir()
+    (zoo / "b-binary" / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+    shutil.copytree(made_with, zoo / "c-noweights")
+    (zoo / "c-noweights" / "model.safetensors").unlink()
+    shutil.copytree(made_with, zoo / "d-badweights")
+    (zoo / "d-badweights" / "model.safetensors").write_bytes(b"not safetensors")
+    shutil.rmtree(made_with)                            # the recorded folder is gone: search the path
+    monkeypatch.setenv("MAGTOK_MODEL_PATH", str(zoo))
+    code, _, err = cli("detokenize", tokens, "-o", tmp_path / "x.mp4", "-q")
+    assert code == 2 and "cannot find the model" in err and "Traceback" not in err
+    for name in ("a-badjson", "b-binary", "c-noweights", "d-badweights"):
+        assert f"skipped the model folder {zoo / name}" in err, (name, err)
+        assert str(zoo / name) in err.splitlines()[-1]  # and listed in the final message
+    shutil.copytree(tiny_model, zoo / "e-good")
+    code, _, err = cli("detokenize", tokens, "-o", tmp_path / "x.mp4", "-q")
+    assert code == 0, err
+    assert err.count("magtok: warning: skipped the model folder") == 4
+    assert _frames(tmp_path / "x.mp4")[0] == 3
+
+
+def test_device_cuda_without_cuda_names_the_device_not_the_model(cli, tiny_model, clips, good_tokens, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in (("tokenize", clips["bikes"], "--model", tiny_model, "-o", tmp_path / "a.tokens", "--max-frames", "3"),
+                 ("detokenize", good_tokens, "-o", tmp_path / "a.mp4"),
+                 ("reconstruct", clips["bikes"], "--model", tiny_model, "-o", tmp_path / "a.mp4", "--max-frames", "3")):
+        code, _, err = cli(*argv, "--device", "cuda")
+        assert code == 2 and "Traceback" not in err, (argv, err)
+        assert "--device cuda: CUDA is not available" in err and "--device cpu" in err, err
+        assert "CUDA build" in err and str(tiny_model) not in err and "model" not in err.lower(), err
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tmp_path / "a.tokens",
+                       "--device", "gpu")
+    assert code == 2 and "--device gpu is not a device" in err and "Traceback" not in err
+    assert leftovers(tmp_path) == [] and not (tmp_path / "a.tokens").exists()
+
+
+def test_an_fps_above_the_source_rate_is_refused(cli, tiny_model, clips, tmp_path):
+    """bikes is 25 fps: --fps 100000 would repeat every frame 4000 times; refused, naming 25 fps."""
+    for cmd, out in (("tokenize", tmp_path / "a.tokens"), ("reconstruct", tmp_path / "a.mp4")):
+        code, _, err = cli(cmd, clips["bikes"], "--model", tiny_model, "-o", out, "--fps", "100000",
+                           "--short-side", "16", "--max-frames", "3", "-q")
+        assert code == 2 and "Traceback" not in err, err
+        assert "--fps 100000 is above the frame rate" in err and "(25 fps)" in err and "--fps 25 or lower" in err
+        assert not out.exists()
+    assert leftovers(tmp_path) == []
+    code, _, err = cli("tokenize", clips["bikes"], "--model", tiny_model, "-o", tmp_path / "b.tokens",
+                       "--fps", "25.1", "--short-side", "16", "--max-frames", "3", "-q")   # within 1%: accepted
+    assert code == 0, err
+
+
+_KILLED_WRITER = """
+import importlib.util, os, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("magtok_io", sys.argv[1])
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)
+tmp = io.temp_path_beside(Path(sys.argv[2]))
+Path(tmp).write_bytes(b"half a video")
+print(tmp, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_temp_file_left_by_kill_9_is_removed_by_the_next_write(cli, good_tokens, tmp_path):
+    """A writer killed with kill -9 leaves its hidden temporary file; the next write of the same target
+    removes it (its process is gone), and keeps those of running processes and of other targets."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = []
+    for target in ("v.mp4", "other.mp4"):
+        p = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(REPO / "magtok" / "_io.py"), str(out / target)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == -9, p.stderr
+        stale.append(Path(p.stdout.strip()))
+        assert stale[-1].exists() and stale[-1].name.startswith(f".{Path(target).stem}.")
+    from magtok._io import temp_path_beside
+    live = Path(temp_path_beside(out / "v.mp4"))        # this (running) process's own temporary file
+    code, _, err = cli("detokenize", good_tokens, "-o", out / "v.mp4", "-q")
+    assert code == 0, err
+    assert not stale[0].exists()                        # the killed writer's file of v.mp4: removed
+    assert stale[1].exists() and live.exists()          # another target's, a running process's: kept
+    assert sorted(p.name for p in out.iterdir()) == sorted([stale[1].name, live.name, "v.mp4"])

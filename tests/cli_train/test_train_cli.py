@@ -77,11 +77,31 @@ def test_demo_writes_every_promised_file(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("metrics.json", "side_by_side.mp4", "training_curves.png", "psnr_per_frame.png",
-                 "run/model/model.safetensors"):
+                 "run/model/model.safetensors", "magtok-small/metrics.json", "magtok-small/side_by_side.mp4",
+                 "magtok-small/psnr_per_frame.png"):
         assert (out / name).exists(), name
+    # magtok-small's held-out PSNR comes first, before any training output
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("magtok demo: magtok-small reconstructs held-out bikes.mp4") and "PSNR" in first
+    small = json.loads((out / "magtok-small" / "metrics.json").read_text())
+    assert small["frames"] == 9 and small["psnr_mean"] > 15 and small["size"] == [32, 72]
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames"] == 9 and len(m["psnr_per_frame"]) == 9 and m["psnr_mean"] > 5
     assert str(out / "side_by_side.mp4") in res.stdout
     # never overwrite without being asked
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 2 and "--overwrite" in res.stderr
+
+
+def test_demo_no_train_only_reconstructs(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "magtok.cli.main", "demo", "--out", str(out), "--no-train",
+                          "--frames", "17", "--size", "64", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["magtok-small"]
+    m = json.loads((out / "magtok-small" / "metrics.json").read_text())
+    assert m["model"] == "magtok-small" and m["frames"] == 17 and m["code_grid"] == [5, 16, 37]
+    import math
+    assert m["size"] == [64, 148]
+    assert m["bits_per_pixel"] == pytest.approx(5 * 16 * 37 * math.log2(15360) / (17 * 64 * 148))

@@ -184,3 +184,35 @@ def test_fingerprint_tracks_weights(tiny):
 def test_checkpoint_holds_only_tokenizer_weights(tiny):
     keys = tiny.state_dict().keys()
     assert all(k.split(".")[0] in {"encoder", "decoder", "quantizer"} for k in keys)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_float64_and_float16_video_is_converted_to_the_weights_dtype(tiny, dtype):
+    """Not a raw torch "Input type (double) and bias type (float)" error: the input is cast to float32."""
+    x = video()
+    with torch.no_grad():
+        codes = tiny.encode(x.to(dtype))
+        ref = tiny.encode(x.to(dtype).float())
+        out = tiny(x.to(dtype))
+    assert torch.equal(codes, ref)
+    assert out.recon.dtype == torch.float32 and out.recon.shape == x.shape
+
+
+@pytest.mark.parametrize("call", ["encode", "forward"])
+@pytest.mark.parametrize("bad", [torch.zeros(0, 3, 5, 16, 16), torch.zeros(0, 3, 16, 16), torch.zeros(1, 3, 0, 16, 16)])
+def test_empty_batches_name_the_expected_shape(tiny, call, bad):
+    fn = tiny.encode if call == "encode" else tiny
+    with pytest.raises(ValueError, match=r"empty .*\(B, 3, 1 \+ k\*2, H, W\).*in \[-1, 1\]"):
+        fn(bad)
+
+
+@pytest.mark.parametrize("bad", [[[0.0]], 0.5, None])
+def test_a_non_tensor_video_names_the_expected_shape(tiny, bad):
+    for fn in (tiny.encode, tiny):
+        with pytest.raises(ValueError, match=r"torch.Tensor video \(B, 3, 1 \+ k\*2, H, W\).*in \[-1, 1\]"):
+            fn(bad)
+
+
+def test_empty_codes_are_refused(tiny):
+    with pytest.raises(ValueError, match=r"codes are empty .*\(B, T', H', W'\)"):
+        tiny.decode(torch.zeros(0, 3, 8, 8, dtype=torch.long))

@@ -96,3 +96,41 @@ def test_cli_names_flags():
     assert flag_names("x exists; pass overwrite=True to replace it") == "x exists; pass --overwrite to replace it"
     assert flag_names("start=5 is past; target_fps=3 stays") == "--start 5 is past; target_fps=3 stays"
     assert flag_names("tile=8 and tile_overlap=2") == "--tile 8 and --tile-overlap 2"
+
+
+def test_bad_input_of_issue_13_in_the_library(videos, tiny_model, tmp_path, monkeypatch):
+    """The library raises ValueErrors (magtok.errors.InputError) for: an output that is its input,
+    an fps above the source rate, a device the machine lacks; a broken model folder found while
+    searching is skipped with a SkippedModelWarning."""
+    import shutil
+
+    from magtok.errors import InputError
+    from magtok.pipeline import open_source
+    from magtok.pipeline.model import MODEL_PATH_ENV, SkippedModelWarning, find_model, pick_device
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(videos / "bikes-0.mp4", clip)
+    read = ReadOptions(short_side=16, max_frames=3)
+    r = tokenize_file(clip, tiny_model, read)
+    with pytest.raises(InputError, match="would replace the tokenized video"):
+        r.save(clip, overwrite=True)
+    with pytest.raises(ValueError, match="would replace the video"):
+        reconstruct(clip, clip, tiny_model, read, overwrite=True)
+    with pytest.raises(ValueError, match=r"fps=1e\+06 is above the frame rate of .*clip.mp4 \(25 fps\)"):
+        open_source(clip, 2, ReadOptions(fps=1e6))
+    assert open_source(clip, 2, ReadOptions(fps=12.5)).frames == 7     # 13 frames at 25 fps -> 7 at 12.5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        load_model(tiny_model, "cuda:0")
+    assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
+    from magtok.data import load_tokens
+    tokens = r.save(tmp_path / "c.tokens")
+    header = load_tokens(tokens).header
+    header["extra"]["model"] = str(tmp_path / "gone")        # the recorded folder is gone: search the path
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_model, zoo / "a-broken")
+    (zoo / "a-broken" / "model.safetensors").unlink()
+    shutil.copytree(tiny_model, zoo / "b-good")
+    monkeypatch.setenv(MODEL_PATH_ENV, str(zoo))
+    with pytest.warns(SkippedModelWarning, match=f"skipped the model folder {zoo / 'a-broken'}"):
+        m = find_model(header, tokens)
+    assert m.path == (zoo / "b-good").resolve()

@@ -21,3 +21,17 @@ def _seed():
 
 def rand_video(b=1, t=5, h=16, w=16, c=3):
     return torch.rand(b, c, t, h, w) * 2 - 1
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``magtok ...`` in-process: returns (exit code, stdout, stderr)."""
+    from magtok.cli.main import main
+
+    def run(*argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -58,3 +58,21 @@ def test_version_is_one_number():
     import magtok
 
     assert magtok.__version__ == _pyproject()["version"]
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_bundled_tokenizer(tmp_path):
+    """`pip install .` must carry magtok-small (from_pretrained("magtok-small") offline) and the C++ kernel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    wheel = next(tmp_path.glob("magtok-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in ("magtok/pretrained/magtok-small/config.json", "magtok/pretrained/magtok-small/model.safetensors",
+              "magtok/pretrained/magtok-small/MODEL_CARD.md", "magtok/kernels/winograd.cpp",
+              "magtok/pipeline/__init__.py"):
+        assert f in names, f"{f} is missing from {wheel.name}"

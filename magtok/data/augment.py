@@ -141,8 +141,13 @@ def animate_still(image, frames: int, size, motion: CameraMotion | None = None,
     if ex > W / 2 or ey > H / 2:                               # rotation corners leave the photo: shrink
         f = min(W / 2 / ex, H / 2 / ey)
         k0, k_max, ex, ey = k0 * f, k_max * f, ex * f, ey * f
-    # centres in pixels, inside [ex, W - ex] x [ey, H - ey]
+    # centres in pixels, inside [ex, W - ex] x [ey, H - ey]; when the view spans the whole side the
+    # range is a point (float rounding can make it a hair negative: use the middle then)
     lo_x, hi_x, lo_y, hi_y = ex, W - ex, ey, H - ey
+    if hi_x < lo_x:
+        lo_x = hi_x = W / 2
+    if hi_y < lo_y:
+        lo_y = hi_y = H / 2
     c0 = np.array([rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)])
     if moving:
         pan = rng.uniform(0, motion.max_pan) * np.array([w * k0, h * k0])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from magtok._io import set_default_mode, temp_path_beside
+from magtok._io import atomic_write, set_default_mode, temp_path_beside
 from magtok.errors import InputError
 
 __all__ = ["OutputError", "VideoSink", "check_output", "check_not_input", "check_writable_folder",
@@ -165,12 +165,4 @@ def write_image_atomic(path, frame: np.ndarray, overwrite: bool) -> Path:
     if fmt is None:
         raise OutputError(f"{path}: images are written as {', '.join(IMAGE_OUTPUTS)}, not {path.suffix!r}")
     check_output(path, overwrite)
-    tmp = temp_path_beside(path)
-    try:
-        Image.fromarray(frame).save(tmp, format=fmt)
-        set_default_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(frame).save(tmp, format=fmt))

@@ -36,20 +36,6 @@ def clips() -> dict[str, Path]:
     return sample_videos()
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run ``magtok ...`` in-process: returns (exit code, stdout, stderr)."""
-    from magtok.cli.main import main
-
-    def run(*argv):
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def leftovers(folder) -> list[str]:
     """Hidden or temporary files left in ``folder`` (a failed command must leave none)."""
     return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith(".") or ".tmp" in p.name)

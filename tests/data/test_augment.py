@@ -173,3 +173,17 @@ def test_trainer_runs_on_moving_stills(tmp_path):
     assert isinstance(trainer.train_data, MovingStillsDataset)
     trainer.fit()
     assert trainer.step == 2
+
+
+@pytest.mark.parametrize("hw", [(97, 131), (240, 320), (131, 97), (64, 200)])
+def test_a_view_as_large_as_the_photo_never_fails(hw):
+    """When the view spans a whole side the centre's range is a point; float rounding once made it
+    negative and numpy refused to draw from it (a crash 1,873 steps into a training run)."""
+    img = torch.rand(3, *hw) * 2 - 1
+    motion = CameraMotion(min_view=1.0, max_view=1.0, max_zoom=1.0, max_rotate=0.0, still=0.0)
+    for seed in range(40):
+        clip = animate_still(img, 5, (64, 64), motion, rng=_rng(seed))
+        assert clip.shape == (3, 5, 64, 64)
+    motion = CameraMotion(min_view=1.0, max_view=1.0, max_zoom=1.5, max_rotate=10.0, still=0.0)
+    for seed in range(40):
+        assert torch.isfinite(animate_still(img, 5, (32, 48), motion, rng=_rng(seed))).all()

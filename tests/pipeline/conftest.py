@@ -56,19 +56,6 @@ GOOD_IDS = sorted(["bikes-0.mp4", "sub/bikes-1.mp4", "carphone_pristine-0.mp4", 
                    "bigbuckbunny-0.mp4", "sub/bigbuckbunny-1.mp4", "coffee.png"])
 
 
-@pytest.fixture
-def cli(capsys):
-    from magtok.cli.main import main
-
-    def run(*argv):
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MAGTOK_MODEL_PATH", "MAGTOK_DEBUG"):

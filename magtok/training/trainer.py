@@ -243,6 +243,10 @@ class Trainer:
         dist.broadcast_object_list(box, src=0, device=device)
         kind, value = box[0]
         if kind == "error":
+            # every rank leaves together and closes the process group: a rank that exits while
+            # another's gloo threads still run aborts ("terminate called without an active exception")
+            dist.barrier()
+            dist.destroy_process_group()
             raise value
         return value
 

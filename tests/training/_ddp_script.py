@@ -62,7 +62,8 @@ if mode in ("folder", "empty"):  # datasets from a folder: only rank 0 may probe
         trainer = Trainer(cfg, progress=False)
     except ValueError as e:
         rank = int(os.environ["RANK"])
-        (out / f"rank{rank}.json").write_text(json.dumps({"error": str(e), "probes": len(probes)}))
+        (out / f"rank{rank}.json").write_text(json.dumps({"error": str(e), "probes": len(probes),
+                                                          "group_closed": not dist.is_initialized()}))
         sys.exit(0)
     trainer.fit()
     rank = trainer.acc.process_index

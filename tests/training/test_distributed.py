@@ -84,3 +84,4 @@ def test_only_rank_0_probes_the_data_folder_and_errors_reach_every_rank(tmp_path
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = _ranks(tmp_path)
     assert r0["error"] == r1["error"] and "no media files" in r0["error"]
+    assert r0["group_closed"] and r1["group_closed"]      # left together, no abort at exit

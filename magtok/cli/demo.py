@@ -153,8 +153,6 @@ def _holdout_metrics(model, original, recon, codes) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from magtok import VideoTokenizer
     from magtok.data import make_sample_folder, write_side_by_side
     from magtok.cli.runtime import choose_threads

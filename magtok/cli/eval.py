@@ -63,20 +63,22 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)          # unknown names fail before anything is loaded
-    model_dir, data_dir = Path(args.model), Path(args.data)
-    from magtok.models.pretrained import list_pretrained
+    from magtok.errors import MissingError
+    from magtok.models.pretrained import list_pretrained, resolve_pretrained
 
-    if not model_dir.exists() and args.model not in list_pretrained():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist (a magtok model folder holds "
-                                f"config.json and model.safetensors, written by `magtok train`), nor a bundled "
-                                f"name (bundled: {', '.join(list_pretrained()) or 'none'})")
+    try:
+        model_dir = resolve_pretrained(args.model)   # a folder or a bundled name such as magtok-small
+    except FileNotFoundError as e:
+        raise MissingError(str(e)) from None
+    data_dir = Path(args.data)
     if not data_dir.exists():
-        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+        raise MissingError(f"data folder {data_dir} does not exist")
     check_out_dir(args.out, args.overwrite)        # before a long evaluation, not after
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = evaluate(model_dir if model_dir.exists() else args.model, data_dir, frames=args.frames, size=args.size, metrics=metrics,
+    model = args.model if args.model in list_pretrained() else model_dir   # a bundled name is reported as such
+    result = evaluate(model, data_dir, frames=args.frames, size=args.size, metrics=metrics,
                       clips_per_video=args.clips_per_video, max_clips=args.max_clips, batch_size=args.batch_size,
                       chunk_latents=args.chunk_latents, device=device, progress=not args.no_progress,
                       baselines=args.baselines)

@@ -219,7 +219,7 @@ def test_missing_and_empty_data_folder(setup, tmp_path, capsys):
 def test_missing_model_folder(setup, tmp_path):
     _, _, data = setup
     rc, _, err = _cli("--model", tmp_path / "no_model", "--data", data, "--out", tmp_path / "ev")
-    assert rc == 2 and "model folder" in err and "does not exist" in err
+    assert rc == 2 and "no_model" in err and "neither a folder nor a bundled tokenizer name (bundled: magtok-small)" in err
     (tmp_path / "not_model").mkdir()
     rc, _, err = _cli("--model", tmp_path / "not_model", "--data", data, "--out", tmp_path / "ev")
     assert rc == 2 and "config.json" in err

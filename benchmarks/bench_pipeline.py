@@ -1,12 +1,16 @@
-"""Data-set tokenization side by side: today's `tokenize-dataset` (the committed HEAD, binary shards)
+"""Data-set tokenization side by side: the old `tokenize-dataset` (commit c02f6c2, binary shards)
 vs the local engine vs the Ray engine, on the same 200 clips cut from the sample videos; shard bytes
 per token; and the Parquet index's open time / memory at 1M synthetic rows.
 
-    python benchmarks/bench_pipeline.py [--clips 200] [--index-rows 1000000] [--skip-ray]
+    python benchmarks/bench_pipeline.py [--clips 200] [--index-rows 1000000] [--skip-ray] [--baseline-ref c02f6c2]
+
+The old code runs from a read-only `git archive` of --baseline-ref (the last commit before magtok.pipeline,
+when cli/tokenize.py held the whole pipeline in 1,029 lines).
 
 Every run is a fresh subprocess under `nice -n 15` with OMP_NUM_THREADS=1 (the machine is shared with
-a training run); wall time includes start-up (imports, model load, Ray start). Peak memory is the
-largest sum of RSS over the run's whole process tree (Ray workers included), sampled every 50 ms.
+a training run); wall time includes start-up (imports, model load, Ray start); each command also runs on a
+quarter of the clips, which gives the rate after start-up. Peak memory is the
+largest sum of RSS over the run's whole process tree (Ray workers included), sampled every 100 ms.
 Results: benchmarks/results/pipeline.json.
 """
 
@@ -71,7 +75,7 @@ def run_measured(cmd: list[str], env: dict, cwd: Path) -> dict:
             peak = max(peak, rss)
         except psutil.Error:
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     out, err = p.communicate()
     return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak / 2**20, "returncode": p.returncode,
             "stderr_tail": err[-600:]}
@@ -125,6 +129,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--index-rows", type=int, default=1_000_000)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--baseline-ref", default="c02f6c2",
+                    help="git commit of the old tokenize-dataset (default: the last one before magtok.pipeline)")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -139,42 +145,60 @@ def main() -> None:
     if not model.exists():
         torch.manual_seed(0)
         VideoTokenizer(get_config("demo")).save_pretrained(model)
-    old_tree = work / "head"
-    if not old_tree.exists():                      # today's code: the committed HEAD, read-only export
+    old_tree = work / f"old-{a.baseline_ref}"
+    if not old_tree.exists():                      # the old code: a read-only export of --baseline-ref
         old_tree.mkdir()
-        tar = subprocess.run(["git", "archive", "HEAD", "magtok"], cwd=REPO, capture_output=True, check=True).stdout
+        tar = subprocess.run(["git", "archive", a.baseline_ref, "magtok"], cwd=REPO, capture_output=True, check=True).stdout
         with tarfile.open(fileobj=__import__("io").BytesIO(tar)) as t:
             t.extractall(old_tree)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     py = sys.executable
     runs = {}
-    cases = [("today (HEAD, binary shards)", dict(env, PYTHONPATH=str(old_tree)),
-              [py, "-m", "magtok.cli.main", "tokenize-dataset", str(clips), "--model", str(model), "--out",
-               str(work / "out-today"), *READ_ARGS]),
-             ("local engine", dict(env, PYTHONPATH=str(REPO)),
-              [py, "-m", "magtok.cli.main", "tokenize-dataset", str(clips), "--model", str(model), "--out",
-               str(work / "out-local"), "--engine", "local", "--batch-size", "8", "--decode-workers", "2",
-               *READ_ARGS])]
+    # (name, PYTHONPATH, arguments after INPUT, output folder name)
+    cases = [(f"old tokenize-dataset ({a.baseline_ref}, binary shards)", old_tree, [], "out-today"),
+             ("local engine (2 decode workers)", REPO,
+              ["--engine", "local", "--batch-size", "8", "--decode-workers", "2"], "out-local"),
+             ("local engine (1 decode worker)", REPO,
+              ["--engine", "local", "--batch-size", "8", "--decode-workers", "1"], "out-local1")]
     if not a.skip_ray:
-        cases.append(("Ray engine (local Ray, 2 CPUs)", dict(env, PYTHONPATH=str(REPO)),
-                      [py, "-m", "magtok.cli.main", "tokenize-dataset", str(clips), "--model", str(model), "--out",
-                       str(work / "out-ray"), "--engine", "ray", "--ray-cpus", "2", "--batch-size", "8", *READ_ARGS]))
-    for name, e, cmd in cases:
-        # `python -m` puts the working folder first on sys.path: run today's code from its own tree
-        r = run_measured(cmd, e, Path(e["PYTHONPATH"]))
-        r["clips_per_s"] = a.clips / r["seconds"]
-        runs[name] = r
-        print(f"{name}: {r['seconds']:.1f} s, {r['clips_per_s']:.2f} clips/s, peak {r['peak_rss_mib']:.0f} MiB, "
-              f"exit {r['returncode']}", flush=True)
+        cases.append(("Ray engine (local Ray, 2 CPUs)", REPO,
+                      ["--engine", "ray", "--ray-cpus", "2", "--batch-size", "8"], "out-ray"))
+    # a quarter of the clips too: (clips - subset) / (time - time_subset) is the rate without the fixed
+    # start-up cost (imports, model load, Ray start), which a long data-set job pays once
+    subset = work / "clips-subset"
+    n_sub = max(1, a.clips // 4)
+    if not subset.exists():
+        subset.mkdir()
+        for f in sorted(clips.iterdir())[:n_sub]:
+            os.link(f, subset / f.name)
+    for name, tree, extra, out_name in cases:
+        e = dict(env, PYTHONPATH=str(tree))
+        r = {}
+        for inp, out, key in ((subset, work / f"{out_name}-subset", "subset"), (clips, work / out_name, "full")):
+            cmd = [py, "-m", "magtok.cli.main", "tokenize-dataset", str(inp), "--model", str(model), "--out",
+                   str(out), *extra, *READ_ARGS]
+            # `python -m` puts the working folder first on sys.path: run each code from its own tree
+            r[key] = run_measured(cmd, e, tree)
+        full, sub = r["full"], r["subset"]
+        row = {"seconds": full["seconds"], "clips_per_s": a.clips / full["seconds"],
+               "peak_rss_mib": full["peak_rss_mib"], "returncode": full["returncode"],
+               "subset_clips": n_sub, "subset_seconds": sub["seconds"],
+               "clips_per_s_after_startup": (a.clips - n_sub) / max(1e-9, full["seconds"] - sub["seconds"]),
+               "startup_s_estimate": sub["seconds"] - n_sub * (full["seconds"] - sub["seconds"]) / (a.clips - n_sub),
+               "stderr_tail": full["stderr_tail"]}
+        runs[name] = row
+        print(f"{name}: {row['seconds']:.1f} s, {row['clips_per_s']:.2f} clips/s end to end, "
+              f"{row['clips_per_s_after_startup']:.2f} clips/s after start-up (~{row['startup_s_estimate']:.1f} s), "
+              f"peak {row['peak_rss_mib']:.0f} MiB, exit {row['returncode']}/{sub['returncode']}", flush=True)
     if not list((work / "out-today").glob("shard-*.bin")):
-        raise SystemExit("the 'today' run did not write binary shards: it did not run the HEAD code")
+        raise SystemExit(f"the old run did not write binary shards: it did not run the code of {a.baseline_ref}")
     tokens = a.clips * 5 * 8 * 8          # 17x64x64 -> 5x8x8 codes per clip (demo preset)
-    sizes = {"today (binary MTOK, 12 bits packed)": folder_bytes(work / "out-today", ["shard-*.bin", "index-*.jsonl"]),
+    sizes = {"old (binary MTOK, 12 bits packed)": folder_bytes(work / "out-today", ["shard-*.bin", "index-*.jsonl"]),
              "Parquet (int32 list, zstd)": folder_bytes(work / "out-local", ["part-*.parquet"])}
     size_rows = {k: {"bytes": v, "bytes_per_token": v / tokens} for k, v in sizes.items()}
     index = bench_index(a.index_rows, work) if a.index_rows else None
     res = {"clips": a.clips, "settings": " ".join(READ_ARGS), "model": "demo preset (random weights)",
-           "runs": runs, "shard_sizes": size_rows, "index": index,
+           "baseline_ref": a.baseline_ref, "runs": runs, "shard_sizes": size_rows, "index": index,
            "machine": f"{os.cpu_count()} cores, torch {torch.__version__}", "date": time.strftime("%Y-%m-%d")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=1))

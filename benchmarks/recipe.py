@@ -38,7 +38,13 @@ RUNS = {
     "fsq_fp32": (2, 28, 120, FSQ + " 'mixed_precision=\"no\"'", "+ float32 instead of bf16 autocast"),
     "fsq_b4": (2, 28, 120, FSQ + " batch_size=4", "+ batch 4 instead of 2"),
     "fsq_img": (2, 28, 260, FSQ + " data.images=true data.image_batch_ratio=0.25",
-                "+ one-frame photo batches every 4th step"),
+                "+ one-frame photo batches every 4th step (invalid: its image steps were skipped, see round 3)"),
+    # round 3: from configs/small.yaml as shipped (FSQ, lr 1e-3, warm-up 100); three runs side by side
+    # while the stage-2 long run trained on the same machine (each run about a third of a core)
+    "r3_base": (3, 20, 350, "", "round-3 baseline: configs/small.yaml as shipped (warm-up 100)"),
+    "r3_img": (3, 20, 350, "data.images=true data.image_batch_ratio=0.25",
+               "+ one-frame photo batches every 4th step (after the bf16 short-clip fix)"),
+    "r3_wu20": (3, 20, 350, "optim.warmup_steps=20", "warm-up 20 steps instead of 100"),
 }
 
 
@@ -80,7 +86,9 @@ def plot(results: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    rounds = max(RUNS.get(name, (1,))[0] for name in results) if results else 1
+    fig, axes = plt.subplots(1, rounds, figsize=(6 * rounds, 4), sharey=True, squeeze=False)
+    axes = axes[0]
     for name, r in results.items():
         rnd = RUNS.get(name, (1,))[0]
         if r["val_curve"]:
@@ -96,13 +104,13 @@ def plot(results: dict, png: Path) -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| round | run | what changes | steps in 28 min | s/step | held-out PSNR | SSIM | LPIPS | code use |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| round | run | what changes | minutes | steps | s/step | held-out PSNR | SSIM | LPIPS | code use |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        rnd, _, _, _, what = RUNS.get(name, (0, 0, 0, "", ""))
+        rnd, minutes, _, _, what = RUNS.get(name, (0, 0, 0, "", ""))
         e = r.get("eval") or {}
         f = lambda v, d: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-        lines.append(f"| {rnd} | `{name}` | {what} | {r['steps']} | {f(r['sec_per_step'], 1)} | "
+        lines.append(f"| {rnd} | `{name}` | {what} | {minutes} | {r['steps']} | {f(r['sec_per_step'], 1)} | "
                      f"{f(e.get('psnr'), 2)} | {f(e.get('ssim'), 3)} | {f(e.get('lpips'), 3)} | "
                      f"{f(e.get('code_usage'), 3)} |")
     return "\n".join(lines)

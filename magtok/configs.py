@@ -407,6 +407,10 @@ class TrainConfig:
 
     model: str = "demo"  # preset name ...
     model_overrides: dict = field(default_factory=dict)  # ... with these TokenizerConfig fields changed
+    # fine-tune: start a new run from these weights (a bundled name such as "magtok-small" or a folder
+    # written by save_pretrained); the architecture must equal the one of model/model_overrides.
+    # A resumed run restores its checkpoint instead.
+    init_from: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -416,7 +416,7 @@ def tokenize_dataset(data, out, model, read: ReadOptions | None = None, compute:
             run_ray(todo, m, read, compute, opts, writer, report, progress, manifest=manifest)
     finally:
         writer.close()
-        report.parts = list(writer.parts)
+        report.parts = sorted(set(report.parts) | set(writer.parts))     # Ray: its write tasks' parts
         report.seconds = time.perf_counter() - t0
     return report
 

@@ -7,7 +7,8 @@
          windows of ``batch_size`` inputs at a time and pass the (small) token rows on
       -> map_batches: write tasks, each taking up to ``rows_per_part`` inputs and writing their rows
          as Parquet parts of at most ``rows_per_part`` rows (atomically, a source never split)
-      -> the driver collects one small summary per input and writes the failures
+      -> the driver collects one small summary per input (and the parts each write task wrote) and
+         writes the failures
 
 Ray is started here when none is running (``ray_address=None``: a local Ray with ``ray_cpus`` CPUs,
 stopped at the end), or joined (``ray_address="auto"`` or ``"ray://host:10001"``). The output folder
@@ -135,7 +136,10 @@ def _write_parts(batch: dict, out: str, shard_id: int, num_shards: int, rows_per
         writer.add_source(rows)
         counts.append(len(rows))
     writer.close()
-    return {"id": list(batch["id"]), "rows": counts, "error": list(batch["error"])}
+    parts = [""] * len(counts)      # the parts this task wrote, reported once (on its first row)
+    if parts:
+        parts[0] = json.dumps(list(writer.parts))
+    return {"id": list(batch["id"]), "rows": counts, "error": list(batch["error"]), "parts": parts}
 
 
 def run_ray(items, model, read, compute, opts, writer: PartWriter, report, progress=None, manifest=None) -> None:
@@ -187,6 +191,8 @@ def run_ray(items, model, read, compute, opts, writer: PartWriter, report, progr
             fn_kwargs=dict(out=writer.folder, shard_id=opts.shard_id, num_shards=opts.num_shards,
                            rows_per_part=opts.rows_per_part, row_group_rows=opts.row_group_rows, metadata=metadata))
         for r in ds.iter_rows():
+            if r["parts"]:
+                report.parts.extend(json.loads(r["parts"]))
             if r["error"]:
                 writer.add_failure(r["id"], r["error"], stage="tokenize")
                 report.failed[r["id"]] = r["error"]

@@ -87,6 +87,9 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.max_minutes is not None and (not _is_number(cfg.max_minutes) or cfg.max_minutes <= 0):
         raise ConfigError(f"max_minutes must be a positive number of minutes (or null for no limit); "
                           f"got {cfg.max_minutes!r}")
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from.strip()):
+        raise ConfigError(f"init_from must be a bundled tokenizer name (e.g. magtok-small) or a model folder; "
+                          f"got {cfg.init_from!r}")
     if cfg.mixed_precision not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision {cfg.mixed_precision!r}: use 'auto', 'no', 'bf16' or 'fp16'")
     if lc.recon not in ("l1", "mse"):
@@ -132,7 +135,7 @@ def _tokenizer_dict(cfg_dict: dict) -> dict | None:
 # keys whose change is applied to already-restored state (optimizer hyperparameters, schedules)
 OPTIM_KEYS = ("steps", "optim.lr", "optim.disc_lr", "optim.betas", "optim.weight_decay", "optim.warmup_steps",
               "optim.min_lr_ratio", "loss.adversarial_start_step")
-IGNORED_KEYS = ("output_dir",)
+IGNORED_KEYS = ("output_dir", "init_from")   # a resumed run restores its checkpoint, not init_from
 
 
 def resume_changes(old: dict, cfg: TrainConfig, old_tokenizer: dict | None = None) -> dict[str, tuple[Any, Any]]:

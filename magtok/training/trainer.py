@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from magtok.configs import TrainConfig
-from magtok.errors import ExistsError, MissingError, UserError
+from magtok.configs import TokenizerConfig, TrainConfig
+from magtok.errors import ConfigError, ExistsError, MissingError, UserError
 from magtok.models import VideoTokenizer
 from magtok.training.checkpoints import (PREFIX, TMP_PREFIX, checkpoint_step, is_legacy, list_checkpoints,
                                          load_legacy_checkpoint, prune, read_checkpoint_config, read_meta,
@@ -133,6 +133,36 @@ def _check_trackers(log_with) -> list[str]:
     return names
 
 
+def _load_init_weights(model: VideoTokenizer, name_or_path: str) -> Path:
+    """Copy the weights of a saved tokenizer (bundled name or folder) into ``model``; ConfigError when the
+    folder is not a model or its architecture differs from ``model``'s."""
+    from safetensors.torch import load_file
+
+    from magtok.models.pretrained import resolve_pretrained
+    from magtok.models.tokenizer import CONFIG_NAME, WEIGHTS_NAME
+
+    try:
+        folder = resolve_pretrained(name_or_path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"init_from: {e}") from None
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise ConfigError(f"init_from: {folder} is not a magtok model folder (it needs {CONFIG_NAME} and "
+                          f"{WEIGHTS_NAME}, written by save_pretrained or `magtok train`)")
+    try:
+        saved = TokenizerConfig.from_dict(json.loads(cfg_path.read_text())["config"]).to_dict()
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"init_from: cannot read {cfg_path} ({e})") from None
+    wanted = model.config.to_dict()
+    diff = sorted(k for k in set(saved) | set(wanted) if json.dumps(saved.get(k)) != json.dumps(wanted.get(k)))
+    if diff:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here" for k in diff[:4])
+        raise ConfigError(f"init_from: {name_or_path} has another architecture than this run's model ({shown}); "
+                          f"set model/model_overrides to match it, or drop init_from")
+    model.load_state_dict(load_file(str(w_path)))
+    return folder
+
+
 class Trainer:
     """Train a VideoTokenizer as described by a :class:`TrainConfig`.
 
@@ -194,6 +224,9 @@ class Trainer:
 
         # model, optimizers, losses ----------------------------------------------------------
         model = VideoTokenizer(self.tcfg)
+        self.init_from: Path | None = None
+        if cfg.init_from and self.resume_from is None:
+            self.init_from = _load_init_weights(model, cfg.init_from)
         self.ema = EMA(model, cfg.ema_decay, cfg.ema_start_step)
         o = cfg.optim
         opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -221,6 +254,8 @@ class Trainer:
                                 + "; ".join(f"{p}: {why}" for p, why in sorted(skipped.items())))
         if self.resume_from is not None:
             self._load(self.resume_from)
+        elif self.init_from is not None:
+            self.logger.info(f"initialised the model and its EMA from {self.init_from} (init_from={cfg.init_from!r})")
 
     # ------------------------------------------------------------------ builders
     def _build_datasets(self, val_data):

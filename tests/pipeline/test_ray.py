@@ -54,3 +54,12 @@ def test_ray_engine_equals_local_engine(videos, tiny_model, tmp_path, cli, monke
     # resuming on the Ray engine skips everything done and the recorded failure
     code, _, err = cli("tokenize-dataset", videos, *common)
     assert code == 1 and "0 inputs tokenized (0 rows), 7 already present" in err
+
+
+def test_ray_report_lists_the_parts_its_write_tasks_wrote(videos, tiny_model, tmp_path):
+    out = tmp_path / "ray"
+    report = tokenize_dataset(videos, out, tiny_model, ReadOptions(size=(16, 16), max_frames=9),
+                              options=DatasetOptions(engine="ray", ray_cpus=2, window_frames=5, batch_size=2,
+                                                     rows_per_part=2))
+    assert report.added == len(GOOD_IDS) and len(report.parts) >= 2
+    assert sorted(Path(p).name for p in report.parts) == [p.name for p in _parts(out)]

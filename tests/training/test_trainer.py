@@ -149,3 +149,38 @@ def test_empty_data_folder_is_an_error_before_training(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         Trainer(cfg, progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_init_from_starts_a_new_run_from_saved_weights(tmp_path, clip):
+    data = ClipDataset(clip, n=4)
+    src = Trainer(tiny_config(tmp_path / "src", steps=2, gan=False), data, data, progress=False)
+    src.fit()
+    saved = src.exported or src.export()
+    want = VideoTokenizer.from_pretrained(saved).state_dict()
+    t = Trainer(tiny_config(tmp_path / "ft", gan=False, init_from=str(saved)), data, data, progress=False)
+    assert t.step == 0 and t.init_from == saved
+    for k, v in want.items():  # model and EMA start from the saved (EMA) weights, not a fresh init
+        assert torch.equal(t.unwrapped.state_dict()[k], v), k
+        assert torch.equal(t.ema.model.state_dict()[k], v), k
+    t.fit(stop_at=3)
+    # a resume restores the checkpoint; init_from is ignored then (and may even be dropped)
+    r = Trainer(tiny_config(tmp_path / "ft", gan=False), data, data, resume=True, progress=False)
+    assert r.step == 3 and r.init_from is None
+    w = "decoder.conv_out.conv.weight"
+    assert torch.equal(r.unwrapped.state_dict()[w], t.unwrapped.state_dict()[w])
+
+
+def test_init_from_refuses_another_architecture_and_missing_models(tmp_path, clip):
+    from magtok.errors import ConfigError
+
+    data = ClipDataset(clip, n=4)
+    with pytest.raises(ConfigError, match="another architecture.*model_overrides"):
+        Trainer(tiny_config(tmp_path / "a", gan=False, init_from="magtok-small"), data, data, progress=False)
+    with pytest.raises(ConfigError, match="init_from: model 'no-such-model' is neither a folder nor a bundled"):
+        Trainer(tiny_config(tmp_path / "b", gan=False, init_from="no-such-model"), data, data, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="is not a magtok model folder"):
+        Trainer(tiny_config(tmp_path / "c", gan=False, init_from=str(tmp_path / "empty")), data, data,
+                progress=False)
+    with pytest.raises(ConfigError, match="init_from must be"):
+        Trainer(tiny_config(tmp_path / "d", gan=False, init_from=5), data, data, progress=False)

@@ -40,10 +40,12 @@ test: venv peer
 data: venv
 	$(PY) scripts/prepare_data.py --out data/small
 
-# reproduce magtok-small (configs/small.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
+# reproduce magtok-small: stage 1 (configs/small.yaml), then stage 2 from its weights
+# (configs/small_continue.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
 TRAIN_ARGS ?=
 train-small: data
 	$(PY) -m magtok.cli.main train --config configs/small.yaml $(TRAIN_ARGS)
+	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml $(TRAIN_ARGS)
 
 demo: venv
 	$(PY) -m magtok.cli.main demo --overwrite

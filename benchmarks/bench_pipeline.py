@@ -124,6 +124,39 @@ def bench_index(rows: int, work: Path) -> dict:
     return res
 
 
+def table(res: dict) -> str:
+    """BENCHMARKS.md's tables for a results dict (benchmarks/results/pipeline.json)."""
+    runs = res["runs"]
+    old = next(iter(runs.values()))
+    lines = ["| command | wall time (s) | clips/s | vs old | clips/s after start-up | vs old | start-up (s, est.) | "
+             "peak memory (MiB) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['clips_per_s']:.2f} | "
+                     f"{r['clips_per_s'] / old['clips_per_s']:.2f}x | {r['clips_per_s_after_startup']:.2f} | "
+                     f"{r['clips_per_s_after_startup'] / old['clips_per_s_after_startup']:.2f}x | "
+                     f"{r['startup_s_estimate']:.1f} | {r['peak_rss_mib']:.0f} |")
+    ray = next((r for n, r in runs.items() if n.startswith("Ray")), None)
+    locals_ = [(n, r) for n, r in runs.items() if n.startswith("local engine")]
+    if ray and locals_:
+        lines.append("")
+        for name, local in locals_:
+            lines.append(f"Ray vs {name}: {ray['seconds'] / local['seconds'] - 1:+.0%} wall time end to end, "
+                         f"{local['clips_per_s_after_startup'] / ray['clips_per_s_after_startup'] - 1:+.0%} time "
+                         f"per clip after start-up.  ")
+    lines += ["", "| shard format | bytes | bytes per token |", "|---|---:|---:|"]
+    for name, r in res["shard_sizes"].items():
+        lines.append(f"| {name} | {r['bytes']:,} | {r['bytes_per_token']:.3f} |")
+    ix = res.get("index")
+    if ix:
+        lines += ["", "| Parquet index, fresh process | value |", "|---|---:|",
+                  f"| rows | {ix['rows']:,} ({ix['row_groups']:,} row groups) |",
+                  f"| open time | {ix['open_s']:.3f} s |", f"| resident memory added by the open | {ix['rss_added_mib']:.1f} MiB |",
+                  f"| first random row | {ix['first_row_s']:.3f} s |",
+                  f"| pickled reader (per DataLoader worker) | {ix['pickled_bytes'] / 1024:.0f} KiB |",
+                  f"| bytes on disk | {ix['bytes_on_disk'] / 2**20:.1f} MiB |"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=200)
@@ -131,8 +164,12 @@ def main() -> None:
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--baseline-ref", default="c02f6c2",
                     help="git commit of the old tokenize-dataset (default: the last one before magtok.pipeline)")
+    ap.add_argument("--table", action="store_true", help="only print the tables of the last results")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     a = ap.parse_args()
+    if a.table:
+        print(table(json.loads(RESULTS.read_text())))
+        return
     sys.path.insert(0, str(REPO))
     import torch
 
@@ -202,7 +239,7 @@ def main() -> None:
            "machine": f"{os.cpu_count()} cores, torch {torch.__version__}", "date": time.strftime("%Y-%m-%d")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=1))
-    print(json.dumps({"shard_sizes": size_rows, "index": index}, indent=1))
+    print(table(res))
 
 
 if __name__ == "__main__":

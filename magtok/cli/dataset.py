@@ -55,6 +55,25 @@ def _shard(args) -> tuple[int, int]:
         raise CommandError("RANK / WORLD_SIZE must be integers") from None
 
 
+def _wait_for_other_ranks(num_shards: int) -> None:
+    """Under torchrun, a rank that exits non-zero makes the launcher kill the ranks still working, so a
+    rank whose inputs failed would cut the others short (and lose their summaries). Every rank therefore
+    meets the others here, over gloo, before it exits; torchrun itself kills the job if a rank crashes, so
+    the long timeout cannot leave a rank waiting for a dead one."""
+    if num_shards < 2 or "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        return
+    from datetime import timedelta
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        return
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def cmd_tokenize_dataset(args) -> int:
     from magtok.pipeline import DatasetOptions, load_model, tokenize_dataset
     from magtok.pipeline.reading import is_url
@@ -95,6 +114,8 @@ def cmd_tokenize_dataset(args) -> int:
             print(f"{prefix}{len(failed)} input(s) {what} (recorded in {out}/failures-*.parquet):", file=sys.stderr)
             for src, reason in sorted(failed.items())[:50]:
                 print(f"{prefix}  {src}: {flag_names(reason)}", file=sys.stderr)
+    if args.shard_id is None:                   # shards from RANK / WORLD_SIZE: a launcher runs all of them
+        _wait_for_other_ranks(num_shards)
     return 0 if report.ok else 1
 
 
@@ -129,7 +150,8 @@ def register(subparsers) -> None:
     g.add_argument("--window-frames", type=int, metavar="N", help="cut each input into windows of N frames "
                    "(one row each); default: one row per input")
     g.add_argument("--batch-size", type=int, default=8, help="windows encoded together (default 8)")
-    g.add_argument("--decode-workers", type=int, default=2, help="decoding threads of the local engine (default 2)")
+    g.add_argument("--decode-workers", type=int, default=None,
+                   help="decoding threads of the local engine (default: half the CPU cores, 1 to 4)")
     g.add_argument("--rows-per-part", type=int, default=4096, help="rows per Parquet part (default 4096)")
     g.add_argument("--shard-id", type=int, help="this job's shard (Slurm: $SLURM_ARRAY_TASK_ID); default $RANK")
     g.add_argument("--num-shards", type=int, help="number of shards (Slurm: $SLURM_ARRAY_TASK_COUNT); "

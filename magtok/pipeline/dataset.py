@@ -3,7 +3,7 @@
     from magtok.pipeline import DatasetOptions, ReadOptions, tokenize_dataset
     report = tokenize_dataset("videos/", "shards/", "runs/demo/model",
                               read=ReadOptions(size=(128, 128), max_frames=17),
-                              options=DatasetOptions(engine="local", batch_size=8, decode_workers=2))
+                              options=DatasetOptions(engine="local", batch_size=8))
     report.added, report.failed, report.ok
 
 Inputs: a folder (local or fsspec URL), a manifest (``magtok manifest``: nothing is walked or probed
@@ -11,8 +11,9 @@ again), a ``.txt`` list of paths / URLs, or a list. Sharding for job arrays: inp
 ``crc32(id) % num_shards``, so every process knows its share without coordinating.
 
 Engines (same rows either way)
-    ``local``: decode workers (threads) read, resize and cut inputs while the main thread encodes;
-    windows of the same shape are batched across inputs (``batch_size``). Inputs too large to
+    ``local``: decode workers (threads; default half the cores, 1 to 4) read, resize and cut inputs
+    while the main thread encodes; windows of the same shape are batched across inputs
+    (``batch_size``). Inputs too large to
     prefetch whole (``max_prefetch_mb``) are streamed chunk by chunk as ``magtok tokenize`` does.
     ``ray``: the same stages on Ray Data (``magtok.pipeline.ray_engine``).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pickle
 import sys
 import time
@@ -52,6 +54,13 @@ __all__ = ["DatasetOptions", "DatasetReport", "WorkItem", "PreparedItem", "token
 ENGINES = ("local", "ray")
 
 
+def default_decode_workers(cpus: int | None = None) -> int:
+    """Half the CPU cores, 1 to 4: the encoding thread needs the rest. On 2 cores one decode thread
+    tokenized 5% more clips per second than two (BENCHMARKS.md, "Data-set tokenization")."""
+    cpus = cpus or os.cpu_count() or 2
+    return max(1, min(4, cpus // 2))
+
+
 @dataclass
 class DatasetOptions:
     """How a data set is tokenized (see the module docstring)."""
@@ -59,7 +68,7 @@ class DatasetOptions:
     engine: str = "local"
     window_frames: int | None = None
     batch_size: int = 8
-    decode_workers: int = 2
+    decode_workers: int | None = None    # decoding threads of the local engine (default_decode_workers())
     prefetch: int | None = None          # inputs decoded ahead (default 2 * decode_workers + batch_size)
     max_prefetch_mb: float = 256.0
     rows_per_part: int = 4096
@@ -73,6 +82,8 @@ class DatasetOptions:
     ray_actors: int | None = None        # tokenizer actors (default: one per GPU, else 1)
 
     def __post_init__(self):
+        if self.decode_workers is None:
+            self.decode_workers = default_decode_workers()
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r}: must be one of {', '.join(ENGINES)}")
         if self.num_shards < 1 or not 0 <= self.shard_id < self.num_shards:

@@ -587,6 +587,30 @@ def test_tokenize_dataset_two_processes_equal_one(one_process_shards, dataset, t
     assert _contents(out) == _contents(one_process_shards)
 
 
+def test_under_torchrun_a_rank_with_failures_does_not_cut_the_others_short(bad_videos, tiny_model, tmp_path):
+    """torchrun kills the ranks still working when one exits non-zero: the rank whose only input is
+    broken finishes first, so each rank waits for the others before it exits (CI once lost a summary)."""
+    import zlib
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    shutil.copy(bad_videos["garbage"], data / "broken.mp4")
+    bad_shard = zlib.crc32(b"broken.mp4") % 2
+    bikes = __import__("magtok.data", fromlist=["sample_videos"]).sample_videos()["bikes"]
+    names = [n for n in (f"v{i:02d}.mp4" for i in range(40)) if zlib.crc32(n.encode()) % 2 != bad_shard][:6]
+    for n in names:
+        shutil.copy(bikes, data / n)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "magtok.cli.main", "tokenize-dataset", str(data),
+           "--model", str(tiny_model), "--out", str(out), "--short-side", "32", "--max-frames", "9", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode != 0, r.stderr[-3000:]
+    good = 1 - bad_shard
+    assert f"[shard {good}/2] {out}: 6 inputs tokenized (6 rows)" in r.stderr, r.stderr[-3000:]
+    assert f"[shard {bad_shard}/2] {out}: 0 inputs tokenized" in r.stderr
+    assert sorted(_contents(out)) == names
+
+
 # ============================================================================ bad input (issue 13)
 def test_an_output_that_is_its_own_input_is_refused_even_with_overwrite(cli, tiny_model, clips, good_tokens, tmp_path):
     """`tokenize a.mp4 -o a.mp4 --overwrite` would replace the source video with a token file: refused,

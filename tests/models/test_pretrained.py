@@ -77,3 +77,20 @@ def test_resolve_names_folders_and_errors(tmp_path, monkeypatch):
     assert pre.list_pretrained() == ["copy"]
     assert VideoTokenizer.from_pretrained("copy").fingerprint() == VideoTokenizer.from_pretrained(
         PRETRAINED_ROOT / "magtok-small").fingerprint()
+
+
+def test_the_model_card_describes_the_shipped_weights():
+    """The card (root copy and packaged copy, identical) names the shipped fingerprint, and its headline
+    numbers are those of the committed `magtok eval` JSON of these weights."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    card = (root / "MODEL_CARD.md").read_text()
+    assert (pretrained_dir("magtok-small") / "MODEL_CARD.md").read_text() == card
+    fp = VideoTokenizer.from_pretrained("magtok-small").fingerprint()
+    assert f"| fingerprint | `{fp}`" in card
+    res = json.loads((root / "benchmarks/results/magtok-small/eval/results.json").read_text())
+    assert res["settings"]["fingerprint"] == fp
+    for key in ("psnr", "ssim", "lpips"):
+        assert f"| {res['aggregates'][key]['mean']:.4f} |" in card, key

@@ -90,6 +90,17 @@ def test_library_errors_name_parameters_not_flags(tiny_model):
     assert plan_geometry(32, 32, 2, size=(33, 40)).notes == ["size=(33, 40) rounded down to 32x40 (multiples of r_s=2)"]
 
 
+def test_decode_workers_default_leaves_the_encoder_a_core(monkeypatch):
+    """Half the cores, 1 to 4 (one decode thread beat two on 2 cores); an explicit value is kept."""
+    from magtok.pipeline import DatasetOptions
+    from magtok.pipeline.dataset import default_decode_workers
+    assert [default_decode_workers(c) for c in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 4]
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert DatasetOptions().decode_workers == 3 and DatasetOptions(decode_workers=5).decode_workers == 5
+    with pytest.raises(ValueError, match="decode_workers=0"):
+        DatasetOptions(decode_workers=0)
+
+
 def test_cli_names_flags():
     from magtok.cli.common import flag_names
     assert flag_names("size=(33, 40) rounded down") == "--size 33 40 rounded down"

@@ -40,12 +40,14 @@ test: venv peer
 data: venv
 	$(PY) scripts/prepare_data.py --out data/small
 
-# reproduce magtok-small: stage 1 (configs/small.yaml), then stage 2 from its weights
-# (configs/small_continue.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
+# reproduce magtok-small: stage 1 (configs/small.yaml), then stages 2 and 3, each from the previous
+# stage's weights (configs/small_continue.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
 TRAIN_ARGS ?=
 train-small: data
 	$(PY) -m magtok.cli.main train --config configs/small.yaml $(TRAIN_ARGS)
 	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml $(TRAIN_ARGS)
+	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml init_from=runs/small_continue/model \
+		output_dir=runs/small_continue2 $(TRAIN_ARGS)
 
 demo: venv
 	$(PY) -m magtok.cli.main demo --overwrite

@@ -376,6 +376,15 @@ def run_local(items: list[WorkItem], model: Model, read: ReadOptions, compute: C
 
 
 # ---------------------------------------------------------------------------- the entry point
+def _check_reachable_by_ray(what: str, path) -> None:
+    """Ray's workers are other processes (other machines on a cluster): fsspec's memory:// file system
+    lives inside one process, so they would read nothing and write where the driver never looks."""
+    if str(path).startswith("memory://"):
+        raise ValueError(f"{what}={str(path)!r}: engine='ray' cannot use memory:// (each Ray worker process "
+                         f"has its own in-memory file system); use a local or shared folder or an object store "
+                         f"URL, or engine='local'")
+
+
 def tokenize_dataset(data, out, model, read: ReadOptions | None = None, compute: ComputeOptions | None = None,
                      options: DatasetOptions | None = None, progress: Callable[[int], object] | None = None,
                      on_start: Callable[[DatasetReport], object] | None = None) -> DatasetReport:
@@ -385,9 +394,16 @@ def tokenize_dataset(data, out, model, read: ReadOptions | None = None, compute:
     from magtok.data.parquet import ensure_tokenizer_file, read_done_sources, read_failures
     read, compute, opts = read or ReadOptions(), compute or ComputeOptions(), options or DatasetOptions()
     t0 = time.perf_counter()
+    if opts.engine == "ray":
+        _check_reachable_by_ray("out", out)
+        if isinstance(data, (str, Path)):
+            _check_reachable_by_ray("data", data)
     m = load_model(model, compute.device)
     compute.tiles(m.tok.space_compression)                       # bad tile options fail before any work
     items, probe_errors = plan_work(data)
+    in_memory = next((it for it in items if str(it.path).startswith("memory://")), None)
+    if opts.engine == "ray" and in_memory is not None:                 # e.g. listed in a manifest
+        _check_reachable_by_ray(f"input {in_memory.id!r}", in_memory.path)
     items = [it for it in items if shard_of(it.id, opts.num_shards) == opts.shard_id]
     probe_errors = {k: v for k, v in probe_errors.items() if shard_of(k, opts.num_shards) == opts.shard_id}
     report = DatasetReport(str(out), opts.shard_id, opts.num_shards, inputs=len(items) + len(probe_errors))

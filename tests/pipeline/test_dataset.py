@@ -225,3 +225,22 @@ def other_model_dir(tmp_path_factory):
     from magtok import VideoTokenizer, get_config
     torch.manual_seed(1)
     return VideoTokenizer(get_config("tiny")).save_pretrained(tmp_path_factory.mktemp("other") / "m")
+
+
+def test_ray_engine_refuses_memory_urls_before_starting_ray(videos, tiny_model, tmp_path, monkeypatch):
+    """memory:// exists only inside one process: Ray's workers would write where the driver never
+    looks. Refused up front (out, data, or an input listed in a list file), with the way out."""
+    import sys
+
+    import fsspec
+    monkeypatch.setitem(sys.modules, "ray", None)                     # would fail if Ray were started
+    fsspec.filesystem("memory").pipe("/ray-in/coffee.png", (videos / "coffee.png").read_bytes())
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{videos / 'coffee.png'}\nmemory:///ray-in/coffee.png\n")
+    ray_opts = DatasetOptions(engine="ray")
+    for data, out, what in ((videos, "memory://ray-out", "out="), ("memory://ray-in", tmp_path / "o1", "data="),
+                            (listing, tmp_path / "o2", "input 'memory:///ray-in/coffee.png'")):
+        with pytest.raises(ValueError) as e:
+            tokenize_dataset(data, out, tiny_model, READ, options=ray_opts)
+        assert what in str(e.value) and "engine='local'" in str(e.value), str(e.value)
+    assert not (tmp_path / "o1").exists()

@@ -203,4 +203,19 @@ def run_ray(items, model, read, compute, opts, writer: PartWriter, report, progr
                 progress(1)
     finally:
         if started:
+            _join_ray_data_threads()
             ray.shutdown()
+
+
+def _join_ray_data_threads(timeout: float = 60.0) -> None:
+    """Wait for Ray Data's background threads before ``ray.shutdown()``. When a dataset finishes, its
+    executor joins its scheduling thread for only 2 s; on a loaded machine the thread outlives that, and
+    a thread that touches Ray after the shutdown makes Ray end the whole process ("The core worker has
+    already been shutdown ... The process will exit"): in CI that killed the test process."""
+    import threading
+    import time
+    deadline = time.monotonic() + timeout
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and (t.name.startswith("StreamingExecutor-")
+                                                    or t.name == "ray-data-metadata-prefetch"):
+            t.join(max(0.0, deadline - time.monotonic()))

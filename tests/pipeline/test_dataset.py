@@ -244,3 +244,21 @@ def test_ray_engine_refuses_memory_urls_before_starting_ray(videos, tiny_model, 
             tokenize_dataset(data, out, tiny_model, READ, options=ray_opts)
         assert what in str(e.value) and "engine='local'" in str(e.value), str(e.value)
     assert not (tmp_path / "o1").exists()
+
+
+def test_ray_data_threads_are_joined_before_ray_shuts_down():
+    """A Ray Data scheduling thread that outlives its executor's 2 s join and then touches Ray after
+    ray.shutdown() makes Ray end the process (it killed a CI test worker): run_ray waits for them."""
+    import threading
+    import time
+
+    from magtok.pipeline.ray_engine import _join_ray_data_threads
+    threads = [threading.Thread(target=time.sleep, args=(0.5,), name=n, daemon=True)
+               for n in ("StreamingExecutor-dataset_1_0", "ray-data-metadata-prefetch")]
+    other = threading.Thread(target=time.sleep, args=(3,), name="unrelated", daemon=True)
+    for t in (*threads, other):
+        t.start()
+    t0 = time.monotonic()
+    _join_ray_data_threads(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert other.is_alive() and time.monotonic() - t0 < 2.5          # other threads are not waited for

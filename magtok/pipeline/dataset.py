@@ -401,9 +401,10 @@ def tokenize_dataset(data, out, model, read: ReadOptions | None = None, compute:
     m = load_model(model, compute.device)
     compute.tiles(m.tok.space_compression)                       # bad tile options fail before any work
     items, probe_errors = plan_work(data)
-    in_memory = next((it for it in items if str(it.path).startswith("memory://")), None)
-    if opts.engine == "ray" and in_memory is not None:                 # e.g. listed in a manifest
-        _check_reachable_by_ray(f"input {in_memory.id!r}", in_memory.path)
+    if opts.engine == "ray":                                           # inputs listed in a manifest / list
+        in_memory = next((it for it in items if str(it.path).startswith("memory://")), None)
+        if in_memory is not None:
+            _check_reachable_by_ray(f"input {in_memory.id!r}", in_memory.path)
     items = [it for it in items if shard_of(it.id, opts.num_shards) == opts.shard_id]
     probe_errors = {k: v for k, v in probe_errors.items() if shard_of(k, opts.num_shards) == opts.shard_id}
     report = DatasetReport(str(out), opts.shard_id, opts.num_shards, inputs=len(items) + len(probe_errors))

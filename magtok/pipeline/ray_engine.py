@@ -161,61 +161,103 @@ def run_ray(items, model, read, compute, opts, writer: PartWriter, report, progr
             ray.init(num_cpus=opts.ray_cpus, **kwargs)
         started = True
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        use_gpu = gpus > 0 and compute.device in ("auto", "cuda") or str(compute.device).startswith("cuda")
-        actors = opts.ray_actors or (gpus if use_gpu else 1)
-        tok = model.tok
-        args = (tok.space_compression, tok.time_compression, read, compute, opts.window_frames, opts.max_prefetch_mb)
-        metadata = {"magtok": {"tokenizer_id": model.id, "fingerprint": model.file_id,
-                               "codebook_size": tok.codebook_size}}
-        # enough blocks that decode tasks run in parallel, small enough that one block's decoded windows fit
-        num_blocks = min(len(items), max(4 * actors, math.ceil(len(items) / 256)))
-        if manifest is not None:
-            ds = _read_manifest_ds(manifest, ray.put({it.id for it in items}), num_blocks)
-        else:
-            rows = [{"id": it.id, "path": it.path, "kind": it.kind, "info": json.dumps(it.info) if it.info else ""}
-                    for it in items]
-            ds = ray.data.from_items(rows, override_num_blocks=num_blocks)
-        ds = ds.map(_decode_row, fn_kwargs={"args": args}, num_cpus=1)
-        ds = ds.map_batches(
-            _Tokenizer, batch_size=opts.batch_size, concurrency=actors,
-            num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1,
-            fn_constructor_kwargs=dict(model_path=str(model.path), device="auto" if use_gpu else "cpu", read=read,
-                                       compute=compute, batch_size=opts.batch_size))
-        # parts per write task, not per actor batch: a write task takes up to rows_per_part inputs
-        ds = ds.map_batches(
-            _write_parts, batch_size=opts.rows_per_part, num_cpus=0.25,
-            fn_kwargs=dict(out=writer.folder, shard_id=opts.shard_id, num_shards=opts.num_shards,
-                           rows_per_part=opts.rows_per_part, row_group_rows=opts.row_group_rows, metadata=metadata))
-        for r in ds.iter_rows():
-            if r["parts"]:
-                report.parts.extend(json.loads(r["parts"]))
-            if r["error"]:
-                writer.add_failure(r["id"], r["error"], stage="tokenize")
-                report.failed[r["id"]] = r["error"]
-            else:
-                report.added += 1
-                report.rows += int(r["rows"])
-            if progress is not None:
-                progress(1)
+        _run_dataset(items, model, read, compute, opts, writer, report, progress, manifest)
     finally:
         if started:
-            _join_ray_data_threads()
-            ray.shutdown()
+            _stop_ray()
+
+
+def _run_dataset(items, model, read, compute, opts, writer: PartWriter, report, progress, manifest) -> None:
+    """Build the Ray Data pipeline and collect its summaries. A function of its own so that the
+    dataset (and every object reference it holds) is released when it returns, before Ray stops."""
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = gpus > 0 and compute.device in ("auto", "cuda") or str(compute.device).startswith("cuda")
+    actors = opts.ray_actors or (gpus if use_gpu else 1)
+    tok = model.tok
+    args = (tok.space_compression, tok.time_compression, read, compute, opts.window_frames, opts.max_prefetch_mb)
+    metadata = {"magtok": {"tokenizer_id": model.id, "fingerprint": model.file_id,
+                           "codebook_size": tok.codebook_size}}
+    # enough blocks that decode tasks run in parallel, small enough that one block's decoded windows fit
+    num_blocks = min(len(items), max(4 * actors, math.ceil(len(items) / 256)))
+    if manifest is not None:
+        ds = _read_manifest_ds(manifest, ray.put({it.id for it in items}), num_blocks)
+    else:
+        rows = [{"id": it.id, "path": it.path, "kind": it.kind, "info": json.dumps(it.info) if it.info else ""}
+                for it in items]
+        ds = ray.data.from_items(rows, override_num_blocks=num_blocks)
+    ds = ds.map(_decode_row, fn_kwargs={"args": args}, num_cpus=1)
+    ds = ds.map_batches(
+        _Tokenizer, batch_size=opts.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1,
+        fn_constructor_kwargs=dict(model_path=str(model.path), device="auto" if use_gpu else "cpu", read=read,
+                                   compute=compute, batch_size=opts.batch_size))
+    # parts per write task, not per actor batch: a write task takes up to rows_per_part inputs
+    ds = ds.map_batches(
+        _write_parts, batch_size=opts.rows_per_part, num_cpus=0.25,
+        fn_kwargs=dict(out=writer.folder, shard_id=opts.shard_id, num_shards=opts.num_shards,
+                       rows_per_part=opts.rows_per_part, row_group_rows=opts.row_group_rows, metadata=metadata))
+    for r in ds.iter_rows():
+        if r["parts"]:
+            report.parts.extend(json.loads(r["parts"]))
+        if r["error"]:
+            writer.add_failure(r["id"], r["error"], stage="tokenize")
+            report.failed[r["id"]] = r["error"]
+        else:
+            report.added += 1
+            report.rows += int(r["rows"])
+        if progress is not None:
+            progress(1)
+
+
+def _stop_ray() -> None:
+    """``ray.shutdown()`` of the Ray that magtok started, without the process dying on the way.
+
+    Ray ends the whole process ("The core worker has already been shutdown ... The process will exit")
+    when any Python thread drops the last reference to a Ray object while ``ray.shutdown()`` is tearing
+    the core worker down (it releases the GIL meanwhile). Seen in CI, where a test worker died: Ray
+    Data's scheduling thread outlived its 2 s join, or another thread's allocation triggered a garbage
+    collection that freed Ray Data's leftover reference cycles. So: wait for Ray Data's threads, collect
+    the garbage while Ray is still up, and keep the collector off until the shutdown has finished
+    (objects freed after it are harmless: Ray then ignores them)."""
+    import gc
+
+    import ray
+    _join_ray_data_threads()
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ray.shutdown()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _join_ray_data_threads(timeout: float = 60.0) -> None:
-    """Wait for Ray Data's background threads before ``ray.shutdown()``. When a dataset finishes, its
-    executor joins its scheduling thread for only 2 s; on a loaded machine the thread outlives that, and
-    a thread that touches Ray after the shutdown makes Ray end the whole process ("The core worker has
-    already been shutdown ... The process will exit"): in CI that killed the test process."""
+    """Wait for Ray Data's background threads before ``ray.shutdown()``: the executor's scheduling
+    thread (joined by Ray for only 2 s), the block prefetcher and the ``iter_rows`` workers, which hold
+    object references and drop them when they end. On a loaded machine they outlive the iteration, and
+    a thread that frees a Ray object during the shutdown makes Ray end the whole process ("The core
+    worker has already been shutdown ... The process will exit"): in CI that killed a test worker.
+    A thread is Ray Data's when its function comes from ``ray.data`` (names change between releases);
+    the usage-metrics poller, which lives as long as the process and holds no objects, is not waited
+    for."""
     import threading
     import time
     deadline = time.monotonic() + timeout
     for t in threading.enumerate():
-        if t is not threading.current_thread() and (t.name.startswith("StreamingExecutor-")
-                                                    or t.name == "ray-data-metadata-prefetch"):
+        if t is not threading.current_thread() and _is_ray_data_thread(t):
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _is_ray_data_thread(t) -> bool:
+    if t.name.startswith("StreamingExecutor-") or t.name == "ray-data-metadata-prefetch":
+        return True
+    module = getattr(getattr(t, "_target", None), "__module__", None) or type(t).__module__ or ""
+    return module.startswith("ray.data") and not module.startswith("ray.data._internal.usage")

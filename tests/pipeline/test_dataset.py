@@ -247,18 +247,66 @@ def test_ray_engine_refuses_memory_urls_before_starting_ray(videos, tiny_model, 
 
 
 def test_ray_data_threads_are_joined_before_ray_shuts_down():
-    """A Ray Data scheduling thread that outlives its executor's 2 s join and then touches Ray after
-    ray.shutdown() makes Ray end the process (it killed a CI test worker): run_ray waits for them."""
+    """Ray Data threads that outlive the iteration (the scheduling thread, the block prefetcher, the
+    iter_rows workers) hold object references; one freeing them during ray.shutdown() makes Ray end
+    the process (it killed a CI test worker): run_ray waits for them, known by name or by a function
+    from ray.data, but not for the usage poller (it lives as long as the process) or other threads."""
     import threading
     import time
 
     from magtok.pipeline.ray_engine import _join_ray_data_threads
+
+    def ray_data_fn(seconds, module):
+        def run():
+            time.sleep(seconds)
+        run.__module__ = module
+        return run
     threads = [threading.Thread(target=time.sleep, args=(0.5,), name=n, daemon=True)
                for n in ("StreamingExecutor-dataset_1_0", "ray-data-metadata-prefetch")]
-    other = threading.Thread(target=time.sleep, args=(3,), name="unrelated", daemon=True)
-    for t in (*threads, other):
+    threads += [threading.Thread(target=ray_data_fn(0.5, "ray.data._internal.block_batching.util"),
+                                 name=n, daemon=True) for n in ("Prefetcher", "iter_threaded")]
+    others = [threading.Thread(target=time.sleep, args=(3,), name="unrelated", daemon=True),
+              threading.Thread(target=ray_data_fn(3, "ray.data._internal.usage.poller"),
+                               name="data-usage-metrics-poller", daemon=True)]
+    for t in (*threads, *others):
         t.start()
     t0 = time.monotonic()
     _join_ray_data_threads(timeout=30)
     assert not any(t.is_alive() for t in threads)
-    assert other.is_alive() and time.monotonic() - t0 < 2.5          # other threads are not waited for
+    assert all(t.is_alive() for t in others) and time.monotonic() - t0 < 2.5   # not waited for
+
+
+def test_ray_is_stopped_with_its_garbage_collected_first_and_the_collector_off(monkeypatch):
+    """Ray ends the process when a thread frees a Ray object while ray.shutdown() runs (another thread's
+    allocation can start a garbage collection then): _stop_ray joins Ray Data's threads, collects
+    the garbage first and keeps the collector off during the shutdown, then restores it."""
+    import gc
+    import sys
+    import types
+    import weakref
+
+    from magtok.pipeline import ray_engine
+
+    class Ref:                                       # stands for an ObjectRef held in a reference cycle
+        pass
+    seen = {}
+
+    def shutdown():
+        seen["collector on"] = gc.isenabled()
+        seen["garbage left"] = probe() is not None
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(shutdown=shutdown))
+    monkeypatch.setattr(ray_engine, "_join_ray_data_threads", lambda: seen.setdefault("joined", True))
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        seen.clear()
+        cycle = [Ref()]
+        cycle.append(cycle)
+        probe = weakref.ref(cycle[0])
+        del cycle
+        try:
+            ray_engine._stop_ray()
+        finally:
+            now = gc.isenabled()
+            gc.enable()
+        assert seen == {"joined": True, "collector on": False, "garbage left": False}
+        assert now is enabled                       # the collector's state is restored either way

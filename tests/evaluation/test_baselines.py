@@ -23,13 +23,14 @@ def test_temporal_mean_is_the_mean_frame():
 
 def test_h264_fits_the_budget_and_is_the_best_that_fits():
     x = _clip(1)
-    _, budget = h264_encode(x, 30)                   # a budget that CRF 30 meets exactly
-    budget = float(budget)
+    # a budget halfway between the sizes at CRF 30 and 29: libx264's sizes vary by up to ~2% between
+    # encodes of the same frames in a long-lived process (seen in make test and in magtok eval, also
+    # with threads=1), while one CRF step is ~10%, so CRF 30 fits and 29 does not, however it varies
+    bits30, bits29 = h264_encode(x, 30)[1], h264_encode(x, 29)[1]
+    assert bits29 > 1.05 * bits30
+    budget = (bits30 + bits29) / 2
     recon, info = h264_at_bits(x, budget)
-    assert recon.shape == x.shape and info["fits"] and info["bits"] <= budget and info["crf"] <= 30
-    if info["crf"] > 0:   # one step better quality no longer fits
-        _, bits_better = h264_encode(x, info["crf"] - 1)
-        assert bits_better > budget
+    assert recon.shape == x.shape and info["fits"] and info["bits"] <= budget and info["crf"] == 30
     # more bits, better reconstruction
     recon_rich, info_rich = h264_at_bits(x, budget * 3)
     assert info_rich["crf"] < info["crf"]

@@ -40,7 +40,7 @@ test: venv peer
 data: venv
 	$(PY) scripts/prepare_data.py --out data/small
 
-# reproduce magtok-small: stage 1 (configs/small.yaml), then stages 2 and 3, each from the previous
+# reproduce magtok-small: stage 1 (configs/small.yaml), then stages 2 to 4, each from the previous
 # stage's weights (configs/small_continue.yaml); resumable: `make train-small TRAIN_ARGS=--resume`
 TRAIN_ARGS ?=
 train-small: data
@@ -48,6 +48,8 @@ train-small: data
 	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml $(TRAIN_ARGS)
 	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml init_from=runs/small_continue/model \
 		output_dir=runs/small_continue2 $(TRAIN_ARGS)
+	$(PY) -m magtok.cli.main train --config configs/small_continue.yaml init_from=runs/small_continue2/model \
+		output_dir=runs/small_continue3 steps=3000 max_minutes=50 $(TRAIN_ARGS)
 
 demo: venv
 	$(PY) -m magtok.cli.main demo --overwrite

@@ -41,15 +41,16 @@ def plot(folder: Path, png: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     a2, b2 = a.twinx(), b.twinx()
-    for label, off, rows in stages(folder):
+    colours = [c for i, c in enumerate(plt.rcParams["axes.prop_cycle"].by_key()["color"]) if i != 7]  # no grey
+    for k, (label, off, rows) in enumerate(stages(folder)):
+        c = colours[k % len(colours)]
         val = [(off + r["step"], r["val/psnr"], r.get("val/ssim")) for r in rows if "val/psnr" in r]
         if val:
-            a.plot([v[0] for v in val], [v[1] for v in val], marker=".", label=f"PSNR, {label}")
-            a2.plot([v[0] for v in val], [v[2] for v in val], ls="--", alpha=0.6, label=f"SSIM, {label}")
+            a.plot([v[0] for v in val], [v[1] for v in val], marker=".", color=c, label=f"PSNR, {label}")
+            a2.plot([v[0] for v in val], [v[2] for v in val], ls="--", alpha=0.6, color=c)
         tr = [r for r in rows if "loss/recon" in r]
-        b.plot([off + r["step"] for r in tr], [r["loss/recon"] for r in tr], lw=0.8, label=f"L1, {label}")
-        b.plot([off + r["step"] for r in tr], [r["loss/perceptual"] for r in tr], lw=0.8,
-               label=f"LPIPS term, {label}")
+        b.plot([off + r["step"] for r in tr], [r["loss/recon"] for r in tr], lw=0.8, color=c, label=label)
+        b.plot([off + r["step"] for r in tr], [r["loss/perceptual"] for r in tr], lw=0.8, color=c, alpha=0.5)
         b2.plot([off + r["step"] for r in tr], [r["optim/lr"] for r in tr], color="grey", lw=0.8)
     b2.set_ylabel("learning rate (grey)")
     a.set_xlabel("step")
@@ -59,7 +60,7 @@ def plot(folder: Path, png: Path) -> None:
     a.legend(loc="lower right", fontsize=8)
     b.set_xlabel("step")
     b.set_yscale("log")
-    b.set_title("training losses (log scale)")
+    b.set_title("training losses (log scale): L1 above, LPIPS term below")
     b.legend(fontsize=8)
     fig.tight_layout()
     tmp = png.with_suffix(".tmp.png")

@@ -220,11 +220,12 @@ def _stop_ray() -> None:
 
     Ray ends the whole process ("The core worker has already been shutdown ... The process will exit")
     when any Python thread drops the last reference to a Ray object while ``ray.shutdown()`` is tearing
-    the core worker down (it releases the GIL meanwhile). Seen in CI, where a test worker died: Ray
-    Data's scheduling thread outlived its 2 s join, or another thread's allocation triggered a garbage
-    collection that freed Ray Data's leftover reference cycles. So: wait for Ray Data's threads, collect
-    the garbage while Ray is still up, and keep the collector off until the shutdown has finished
-    (objects freed after it are harmless: Ray then ignores them)."""
+    the core worker down (it releases the GIL meanwhile); in CI that killed a test worker. Who can do
+    that: Ray Data's threads that outlive the iteration (block prefetcher, ``iter_rows`` workers), and
+    any thread whose allocation starts a garbage collection that frees Ray Data's leftover reference
+    cycles. So: wait for Ray Data's threads, collect the garbage while Ray is still up, and keep the
+    collector off until the shutdown has finished (objects freed after it are harmless: Ray then
+    ignores them)."""
     import gc
 
     import ray

@@ -258,7 +258,7 @@ def _join_ray_data_threads(timeout: float = 60.0) -> None:
 
 
 def _is_ray_data_thread(t) -> bool:
-    if t.name.startswith("StreamingExecutor-") or t.name == "ray-data-metadata-prefetch":
-        return True
+    """The thread's function (``Thread(target=...)``) or its class (the executor subclasses Thread)
+    comes from ``ray.data``."""
     module = getattr(getattr(t, "_target", None), "__module__", None) or type(t).__module__ or ""
     return module.startswith("ray.data") and not module.startswith("ray.data._internal.usage")

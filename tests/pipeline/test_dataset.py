@@ -249,7 +249,7 @@ def test_ray_engine_refuses_memory_urls_before_starting_ray(videos, tiny_model, 
 def test_ray_data_threads_are_joined_before_ray_shuts_down():
     """Ray Data threads that outlive the iteration (the scheduling thread, the block prefetcher, the
     iter_rows workers) hold object references; one freeing them during ray.shutdown() makes Ray end
-    the process (it killed a CI test worker): run_ray waits for them, known by name or by a function
+    the process (it killed a CI test worker): run_ray waits for them, known by their function or class
     from ray.data, but not for the usage poller (it lives as long as the process) or other threads."""
     import threading
     import time
@@ -261,10 +261,15 @@ def test_ray_data_threads_are_joined_before_ray_shuts_down():
             time.sleep(seconds)
         run.__module__ = module
         return run
-    threads = [threading.Thread(target=time.sleep, args=(0.5,), name=n, daemon=True)
-               for n in ("StreamingExecutor-dataset_1_0", "ray-data-metadata-prefetch")]
-    threads += [threading.Thread(target=ray_data_fn(0.5, "ray.data._internal.block_batching.util"),
-                                 name=n, daemon=True) for n in ("Prefetcher", "iter_threaded")]
+    class StreamingExecutor(threading.Thread):        # Ray Data's executor is a Thread subclass
+        def run(self):
+            time.sleep(0.5)
+    StreamingExecutor.__module__ = "ray.data._internal.execution.streaming_executor"
+    threads = [StreamingExecutor(name="StreamingExecutor-dataset_1_0", daemon=True)]
+    threads += [threading.Thread(target=ray_data_fn(0.5, module), name=n, daemon=True) for n, module in
+                (("ray-data-metadata-prefetch", "ray.data._internal.execution.metadata_fetcher"),
+                 ("Prefetcher", "ray.data._internal.block_batching.util"),
+                 ("iter_threaded", "ray.data._internal.block_batching.util"))]
     others = [threading.Thread(target=time.sleep, args=(3,), name="unrelated", daemon=True),
               threading.Thread(target=ray_data_fn(3, "ray.data._internal.usage.poller"),
                                name="data-usage-metrics-poller", daemon=True)]
